@@ -1,0 +1,1 @@
+"""torch → deployable graphs: exit-split segments, ONNX export, numeric validation, bundles."""

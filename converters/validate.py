@@ -1,0 +1,85 @@
+"""Numeric validation of exported segments against torch, on real samples.
+
+Both chains run every sample through every segment (no early stop), the exported chain
+feeding its own features forward, so errors that accumulate across segments show. An
+export counts only when shapes match, float outputs agree within atol + rtol·|x|, and
+predictions and exit decisions agree (decisions within 1e-4 of the threshold may flip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from converters.segments import SegmentPlan
+from device_runners.backends import Backend
+from edge_ee.errors import ExportValidationError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    min_prediction_agreement: float = 1.0
+    min_exit_agreement: float = 1.0
+
+
+@torch.no_grad()
+def torch_outputs(plans: Sequence[SegmentPlan], x: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Every segment's outputs in torch, chaining features, for all samples."""
+    outs = []
+    feat = torch.from_numpy(x)
+    for plan in plans:
+        res = plan.module(feat)
+        outs.append({n: r.numpy() for n, r in zip(plan.output_names, res, strict=True)})
+        if plan.head is not None:
+            feat = res[0]
+    return outs
+
+
+def validate(plans: Sequence[SegmentPlan], backend: Backend, x: np.ndarray,
+             tol: Tolerance = Tolerance(), batch_size: int = 64) -> dict:
+    """Compare the exported chain with torch; raise ExportValidationError on disagreement."""
+    ref_all = torch_outputs(plans, x)
+    report = []
+    feats = x
+    for i, plan in enumerate(plans):
+        got = _run_batched(backend, i, feats, batch_size)
+        ref = ref_all[i]
+        seg = {"segment": i}
+        for name in plan.output_names:
+            a, b = got[name], ref[name]
+            if a.shape != b.shape:
+                raise ExportValidationError(f"segment {i} output {name!r}: exported shape "
+                                            f"{a.shape} vs torch {b.shape}")
+            if name in ("prediction", "exit"):
+                agree = a == b
+                if name == "exit" and plan.head is not None:
+                    thr = float(plan.head.threshold)
+                    agree |= np.abs(ref["confidence"] - thr) <= 1e-4 * max(1.0, abs(thr))
+                rate = float(agree.mean())
+                seg[f"{name}_agreement"] = rate
+                need = tol.min_exit_agreement if name == "exit" else tol.min_prediction_agreement
+                if rate < need:
+                    raise ExportValidationError(
+                        f"segment {i}: {name} agrees with torch on {rate:.2%} of samples (need "
+                        f"{need:.2%}); the exported graph decides differently — check the ops")
+            else:
+                err = np.abs(a.astype(np.float64) - b)
+                seg[f"{name}_max_abs_err"] = float(err.max()) if err.size else 0.0
+                if (err > tol.atol + tol.rtol * np.abs(b)).any():
+                    raise ExportValidationError(
+                        f"segment {i}: {name} differs from torch by up to {err.max():.3g} "
+                        f"(allowed {tol.atol} + {tol.rtol}·|x|); export is not faithful")
+        report.append(seg)
+        if plan.head is not None:
+            feats = got["feature"]
+    return {"samples": len(x), "atol": tol.atol, "rtol": tol.rtol, "segments": report}
+
+
+def _run_batched(backend: Backend, i: int, x: np.ndarray, bs: int) -> dict[str, np.ndarray]:
+    parts = [backend.run(i, x[s : s + bs]) for s in range(0, len(x), bs)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,79 @@
+"""The run result (device → host contract): raw, schema-versioned, written atomically.
+
+No statistics are computed here; `edge-ee report` does that on the host. Samples are
+stored column-wise (one list per field) to keep files small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device_runners.errors import ResultsError, SchemaVersionError
+
+RESULTS_SCHEMA_VERSION = 1
+REQUIRED = ("schema_version", "kind", "bundle", "backend", "protocol", "samples", "complete")
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON through a temporary file in the same folder and an atomic rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=_default)
+            f.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        r = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ResultsError(f"cannot read results {p}: {err}; pass a results.json from edge-ee-run") from err
+    if not isinstance(r, dict) or r.get("kind") != "edge-ee-results":
+        raise ResultsError(f"{p} is not an edge-ee results file")
+    missing = [k for k in REQUIRED if k not in r]
+    if missing:
+        raise ResultsError(f"{p} lacks {missing}; it was not written by edge-ee-run")
+    if r["schema_version"] > RESULTS_SCHEMA_VERSION:
+        raise SchemaVersionError(f"{p} has results schema {r['schema_version']}, this edge-ee reads "
+                                 f"up to {RESULTS_SCHEMA_VERSION}; upgrade edge-ee on the host")
+    return r
+
+
+def version_line() -> str:
+    return f"python {sys.version.split()[0]}"

@@ -1,0 +1,143 @@
+"""`edge-ee`: the host command line. Each subcommand's flags map 1:1 to a config field.
+
+  edge-ee demo       the whole flow on Fashion-MNIST (quick start)
+  edge-ee build      training-free exits on a model → calibrated, validated bundle
+  edge-ee report     statistics of one or more edge-ee-run results
+  edge-ee train-cnn  retrain the small Fashion-MNIST CNN
+
+Exit codes: 0 success, 2 bad input (a typed EdgeEEError; the message says the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_ee.errors import EdgeEEError
+
+
+def _fit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exit", dest="exit_spec", default="e2cm",
+                   help="exit kind[:pool][:confidence], e.g. e2cm, e2cm:2:margin, lda:2 "
+                        "(kinds e2cm|lda; confidence max_softmax|margin|temperature)")
+    p.add_argument("--exits", default=None,
+                   help="comma-separated exit point indices that get a head (default: all)")
+    p.add_argument("--normaliser", choices=("mean", "rms"), default="mean")
+    p.add_argument("--shrinkage", type=float, default=0.01)
+    p.add_argument("--calib-fraction", type=float, default=0.1)
+    p.add_argument("--search", choices=("greedy", "random"), default="greedy")
+    p.add_argument("--random-vectors", type=int, default=100)
+    p.add_argument("--max-drop", type=float, default=0.01,
+                   help="largest accuracy drop allowed on the calibration split (0.01 = 1 point)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="instead of --max-drop: the most accurate thresholds within this "
+                        "fraction of the full network's FLOPs")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
+    from dataclasses import replace
+
+    from edge_ee.exits import ExitSpec
+    from edge_ee.pipeline import FitConfig
+    spec = replace(ExitSpec.parse(a.exit_spec), normaliser=a.normaliser, shrinkage=a.shrinkage)
+    exits = None if a.exits is None else tuple(int(v) for v in a.exits.split(","))
+    return FitConfig(exit_spec=spec, exits=exits, calib_fraction=a.calib_fraction,
+                     search=a.search, random_vectors=a.random_vectors, max_drop=a.max_drop,
+                     budget=a.budget, batch_size=a.batch_size, seed=a.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-ee", description="early-exit networks for edge devices")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="Fashion-MNIST end to end: exits, bundle, run, report")
+    d.add_argument("--data", default=None, help="Fashion-MNIST IDX folder "
+                   "(default: /usr/share/datasets/fashion-mnist or ../shared/data)")
+    d.add_argument("--out", default="edge-ee-demo")
+    d.add_argument("--train-epochs", type=int, default=0,
+                   help="train the CNN now for N epochs instead of using the shipped weights")
+    d.add_argument("--samples", type=int, default=1000, help="test images to run on the runner")
+    d.add_argument("--threads", type=int, default=1)
+    _fit_args(d)
+
+    b = sub.add_parser("build", help="fit training-free exits, calibrate, export a bundle")
+    b.add_argument("--model", required=True,
+                   help="path to CIFAR ResNet weights (resnetN.npz) or 'fashion-cnn'")
+    b.add_argument("--data", default=None,
+                   help="CIFAR-10 JPEG zip (ResNets) or Fashion-MNIST folder (fashion-cnn)")
+    b.add_argument("--out", required=True, help="bundle folder to write")
+    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--monolithic", action="store_true",
+                   help="export the whole network as one graph (no exits), for comparison")
+    _fit_args(b)
+
+    r = sub.add_parser("report", help="statistics of edge-ee-run results")
+    r.add_argument("results", nargs="+", type=Path, help="results.json files")
+    r.add_argument("--bundle", nargs="+", type=Path, required=True,
+                   help="the bundle of each results file (one, or one per results file)")
+    r.add_argument("--names", nargs="*", default=None)
+    r.add_argument("--out", type=Path, default=Path("report"))
+
+    t = sub.add_parser("train-cnn", help="train the small Fashion-MNIST CNN")
+    t.add_argument("--data", default=None)
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--out", type=Path, required=True, help=".pt file to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except EdgeEEError as err:
+        print(f"edge-ee: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from edge_ee.demo import DemoConfig, run_demo
+    run_demo(DemoConfig(data=a.data, out=a.out, train_epochs=a.train_epochs,
+                        samples=a.samples, threads=a.threads, fit=_fit_config(a)))
+    return 0
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from edge_ee.build import build_bundle
+    build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from device_runners.manifest import load_bundle
+    from device_runners.results import load_results
+    from edge_ee.errors import ConfigError
+    from edge_ee.report import summarize, write_report
+    bundles = a.bundle if len(a.bundle) == len(a.results) else a.bundle * len(a.results)
+    if len(bundles) != len(a.results):
+        raise ConfigError("give one --bundle, or one per results file")
+    names = a.names or [p.stem for p in a.results]
+    if len(names) != len(a.results):
+        raise ConfigError(f"{len(names)} names for {len(a.results)} results files")
+    sums = [summarize(load_results(r), load_bundle(b)) for r, b in zip(a.results, bundles,
+                                                                        strict=True)]
+    path = write_report(sums, names, a.out)
+    print(path.read_text())
+    return 0
+
+
+def cmd_train_cnn(a: argparse.Namespace) -> int:
+    from edge_ee.data import load_fashion_mnist
+    from edge_ee.train_cnn import accuracy, save_state, train_small_cnn
+    model = train_small_cnn(load_fashion_mnist("train", a.data), a.epochs)
+    save_state(model, a.out)
+    print(f"test accuracy {accuracy(model, load_fashion_mnist('test', a.data)):.4f}; wrote {a.out}")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "build": cmd_build, "report": cmd_report, "train-cnn": cmd_train_cnn}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Exit heads as exportable torch modules: feature transform → scorer → confidence → flag.
+
+Scorers (registered in `SCORER_CLASSES`):
+* `ClassMeanScorer`: E2CM. z_k = −‖f − μ_k‖ / ν_k, the distance in GEMM form
+  ‖f‖² − 2 f·μ_k + ‖μ_k‖² so it exports as one MatMul.
+* `LinearScorer`: z = W f + b; used by the shared-covariance (LDA) exit and, later, by
+  trained exits.
+
+Confidence criteria (registered in `CONFIDENCE_CLASSES`): `max_softmax`, `margin`
+(top-1 − top-2 score) and `temperature` (max softmax(z/T)). Every constant (means,
+normalisers, T, threshold) is a buffer, so it is baked into the exported graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureTransform(nn.Module):
+    """Optional adaptive average pooling, then flatten to (B, D)."""
+
+    def __init__(self, pool: int | None) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None and x.dim() == 4:
+            x = F.adaptive_avg_pool2d(x, self.pool)
+        return x.flatten(1)
+
+    def out_dim(self, shape: tuple[int, ...]) -> int:
+        if self.pool is not None and len(shape) == 3:
+            return shape[0] * self.pool * self.pool
+        return math.prod(shape)
+
+    def extra_flops(self, shape: tuple[int, ...]) -> int:
+        """Averaging costs one add per input element (flop_counter does not count it)."""
+        return math.prod(shape) if self.pool is not None and len(shape) == 3 else 0
+
+
+class ClassMeanScorer(nn.Module):
+    """E2CM scores z_k = −‖x − μ_k‖ · scale_k, with scale = 1/(ν·T)."""
+
+    kind = "e2cm"
+
+    def __init__(self, means: torch.Tensor, scale: torch.Tensor | None = None) -> None:
+        super().__init__()
+        k, _ = means.shape
+        self.register_buffer("means_t", means.to(torch.float32).T.contiguous())  # (D, K)
+        self.register_buffer("mean_sq", (means.to(torch.float64) ** 2).sum(1).float())
+        self.register_buffer("scale", torch.ones(k) if scale is None else scale.float())
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """−‖x − μ_k‖ without the per-class scale (what calibration stores)."""
+        sq = (x * x).sum(1, keepdim=True) - 2.0 * (x @ self.means_t) + self.mean_sq
+        return -sq.clamp_min(0.0).sqrt()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.raw(x) * self.scale
+
+    def extra_flops(self, dim: int) -> int:
+        """METHODS §1 counts the distance as K·(3D−1); the MatMul's 2KD are counted by torch."""
+        k = self.means_t.shape[1]
+        return k * (3 * dim - 1) - 2 * k * dim + 3 * k
+
+
+class LinearScorer(nn.Module):
+    """z = (W x + b) · scale."""
+
+    kind = "linear"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor,
+                 scale: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("weight_t", weight.to(torch.float32).T.contiguous())  # (D, K)
+        self.register_buffer("bias", bias.float())
+        k = weight.shape[0]
+        self.register_buffer("scale", torch.ones(k) if scale is None else scale.float())
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight_t + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.raw(x) * self.scale
+
+    def extra_flops(self, dim: int) -> int:
+        return 2 * self.weight_t.shape[1]
+
+
+class MaxSoftmax(nn.Module):
+    name = "max_softmax"
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(z, dim=1).amax(dim=1)
+
+
+class Margin(nn.Module):
+    name = "margin"
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        top = torch.topk(z, 2, dim=1).values
+        return top[:, 0] - top[:, 1]
+
+
+class Entropy(nn.Module):
+    """Negative entropy of softmax(z): higher = more confident (for trained exits)."""
+
+    name = "entropy"
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(z, dim=1)
+        return (logp.exp() * logp).sum(1)
+
+
+SCORER_CLASSES: dict[str, type[nn.Module]] = {"e2cm": ClassMeanScorer, "lda": LinearScorer}
+CONFIDENCE_CLASSES: dict[str, type[nn.Module]] = {
+    "max_softmax": MaxSoftmax, "temperature": MaxSoftmax, "margin": Margin, "entropy": Entropy,
+}
+
+
+class ExitHead(nn.Module):
+    """feature → (prediction int64, confidence float32, exit flag bool), threshold baked in."""
+
+    def __init__(self, transform: FeatureTransform, scorer: nn.Module, confidence: str,
+                 threshold: float = math.inf) -> None:
+        super().__init__()
+        self.transform = transform
+        self.scorer = scorer
+        self.confidence_name = confidence
+        self.criterion = CONFIDENCE_CLASSES[confidence]()
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+
+    def raw_scores(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.scorer.raw(self.transform(feature))
+
+    def decide(self, z_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = z_raw * self.scorer.scale
+        conf = self.criterion(z)
+        return z.argmax(dim=1), conf, conf > self.threshold
+
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.decide(self.raw_scores(feature))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(torch.isfinite(self.threshold))
+
+    def set_threshold(self, value: float) -> None:
+        self.threshold.fill_(float(value))
+
+    def extra_flops(self, shape: tuple[int, ...]) -> int:
+        """Work torch's flop counter does not see: pooling, distances, softmax/confidence."""
+        dim = self.transform.out_dim(shape)
+        k = self.scorer.scale.shape[0]
+        return self.transform.extra_flops(shape) + self.scorer.extra_flops(dim) + 3 * k
+
+
+class FinalHead(nn.Module):
+    """The network's own classifier as an exit: logits → prediction, max-softmax confidence."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.classifier(feature)
+        return logits.argmax(dim=1), torch.softmax(logits, dim=1).amax(dim=1), logits

@@ -1,0 +1,1 @@
+"""Backbones edge-ee ships adapters for: CIFAR ResNets (any depth) and a small CNN."""

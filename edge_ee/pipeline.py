@@ -1,0 +1,165 @@
+"""The host flow in one place: fit training-free exits, calibrate thresholds, export a bundle.
+
+`fit_exits` runs the statistics pass on the training part, the scoring pass on a
+calibration part held out of the same training split, finalises the heads, and builds
+the `ExitTable` from which thresholds are chosen. `choose_thresholds` applies one of
+the threshold searches; `export` writes and validates the bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converters.bundle import BundleSpec, write_bundle
+from converters.segments import monolithic_plan, plan_segments
+from converters.validate import Tolerance
+from edge_ee.calibrate import (
+    ExitTable,
+    OperatingPoint,
+    greedy_path,
+    pick_budget,
+    pick_max_drop,
+    random_hull,
+)
+from edge_ee.cost import CostTable, cost_table
+from edge_ee.data import ImageSplit, split_indices
+from edge_ee.errors import CalibrationError, ConfigError
+from edge_ee.exitnet import ExitNet
+from edge_ee.exits import ExitSpec
+from edge_ee.exits.fit import (
+    ExitScores,
+    build_heads,
+    decisions,
+    finalize_heads,
+    fit_statistics,
+    score_split,
+)
+from edge_ee.exits.heads import ExitHead
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Training-free exit fitting and threshold calibration (CLI flags map 1:1)."""
+
+    exit_spec: ExitSpec = field(default_factory=ExitSpec)
+    exits: tuple[int, ...] | None = None  # exit points that get a head; None = all
+    calib_fraction: float = 0.1
+    search: str = "greedy"  # greedy | random
+    random_vectors: int = 100
+    max_drop: float = 0.01
+    budget: float | None = None  # cost fraction; overrides max_drop when set
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.calib_fraction < 1.0:
+            raise ConfigError(f"calib_fraction must be in (0, 1), got {self.calib_fraction}")
+        if self.search not in ("greedy", "random"):
+            raise ConfigError(f"search must be 'greedy' or 'random', got {self.search!r}")
+        if self.budget is not None and not 0.0 < self.budget <= 1.0:
+            raise ConfigError(f"budget must be a cost fraction in (0, 1], got {self.budget}")
+
+    def variant(self, num_exits: int) -> list[ExitSpec | None]:
+        keep = set(range(num_exits)) if self.exits is None else set(self.exits)
+        bad = sorted(k for k in keep if not 0 <= k < num_exits)
+        if bad:
+            raise ConfigError(f"exit points {bad} do not exist; this model has 0..{num_exits - 1}")
+        return [self.exit_spec if i in keep else None for i in range(num_exits)]
+
+
+@dataclass
+class FittedExits:
+    heads: list[ExitHead | None]
+    costs: CostTable
+    calib: ExitTable
+    fit_seconds: float
+    path: list[OperatingPoint]
+    chosen: OperatingPoint | None = None
+
+
+def table_for(heads: Sequence[ExitHead | None], scores: ExitScores, costs: CostTable) -> ExitTable:
+    pred, conf, has = decisions(heads, scores)
+    return ExitTable(pred, conf, scores.labels.numpy(), costs, has)
+
+
+def fit_variants(net: ExitNet, train: ImageSplit, variants: Sequence[Sequence[ExitSpec | None]],
+                 calib_fraction: float = 0.1, batch_size: int = 256, seed: int = 0,
+                 progress: bool = True) -> tuple[list[list[ExitHead | None]], list[ExitScores],
+                                                 float]:
+    """Statistics on the training part, scores on the held-out calibration part, finalised."""
+    stats_idx, calib_idx = split_indices(len(train), calib_fraction, seed)
+    t0 = time.perf_counter()
+    stats = fit_statistics(net, variants, train.subset(stats_idx), batch_size, progress)
+    head_sets = [build_heads(s, v) for s, v in zip(stats, variants, strict=True)]
+    calib = score_split(net, head_sets, train.subset(calib_idx), batch_size, progress,
+                        "calibration scores")
+    for hs, v, st, sc in zip(head_sets, variants, stats, calib, strict=True):
+        finalize_heads(hs, v, st, sc)
+    return head_sets, calib, time.perf_counter() - t0
+
+
+def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = True
+              ) -> FittedExits:
+    variant = cfg.variant(net.num_exits)
+    (heads,), (calib,), secs = fit_variants(net, train, [variant], cfg.calib_fraction,
+                                            cfg.batch_size, cfg.seed, progress)
+    costs = cost_table(net, heads)
+    table = table_for(heads, calib, costs)
+    fitted = FittedExits(heads, costs, table, secs, [])
+    choose_thresholds(fitted, cfg, progress)
+    return fitted
+
+
+def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True) -> OperatingPoint:
+    """Search thresholds on the calibration table and set them in the heads."""
+    if cfg.search == "greedy":
+        fitted.path = greedy_path(fitted.calib, progress=progress)
+    else:
+        fitted.path = random_hull(fitted.calib, cfg.random_vectors, cfg.seed)
+    if cfg.budget is not None:
+        point = pick_budget(fitted.path, cfg.budget)
+        if point is None:
+            cheapest = min(p.cost_fraction for p in fitted.path)
+            raise CalibrationError(f"no thresholds reach cost {cfg.budget:.2f}; the cheapest "
+                                   f"found costs {cheapest:.2f} — raise the budget")
+    else:
+        point = pick_max_drop(fitted.path, cfg.max_drop)
+    set_thresholds(fitted.heads, point.thresholds)
+    fitted.chosen = point
+    return point
+
+
+def set_thresholds(heads: Sequence[ExitHead | None], thresholds: Sequence[float]) -> None:
+    for h, t in zip(heads, thresholds, strict=True):
+        if h is not None:
+            h.set_threshold(t)
+
+
+def evaluate_split(net: ExitNet, heads: Sequence[ExitHead | None], data: ImageSplit,
+                   costs: CostTable, batch_size: int = 256, progress: bool = True) -> ExitTable:
+    """An ExitTable on another split (e.g. test) for the same heads."""
+    (scores,) = score_split(net, [heads], data, batch_size, progress, "test scores")
+    return table_for(heads, scores, costs)
+
+
+def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
+           data: ImageSplit, name: str, calibration: dict | None = None,
+           source_sha256: str | None = None, monolithic: bool = False,
+           validation_samples: int = 64, overwrite: bool = False,
+           tol: Tolerance = Tolerance()) -> Path:
+    """Export the bundle, validated on `validation_samples` real samples of `data`."""
+    plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
+    vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
+    spec = BundleSpec(name=name, classes=tuple(data.classes), input_shape=net.input_shape,
+                      mean=tuple(data.mean), std=tuple(data.std), source_sha256=source_sha256,
+                      granularity=net.granularity)
+    with torch.no_grad():
+        full = cost_table(net, [None] * net.num_exits).full_flops
+        return write_bundle(plans, spec, out_dir, vx, calibration=calibration,
+                            overwrite=overwrite, tol=tol, full_flops=full)

@@ -1,0 +1,81 @@
+"""Train the small Fashion-MNIST CNN whose weights edge-ee ships (`edge-ee train-cnn`).
+
+Plain supervised training (Adam, cosine schedule, random horizontal flips and
+translations); the shipped asset was made with the defaults here on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from edge_ee.data import ImageSplit
+from edge_ee.exits.fit import batches
+from edge_ee.models.small_cnn import small_cnn
+
+
+def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    if rng.random() < 0.5:
+        x = x.flip(3)
+    dx, dy = rng.integers(-2, 3, size=2)
+    return torch.roll(x, shifts=(int(dy), int(dx)), dims=(2, 3))
+
+
+def train_small_cnn(train: ImageSplit, epochs: int = 4, batch_size: int = 128, lr: float = 3e-3,
+                    seed: int = 0, progress: bool = True) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = small_cnn(train.images.shape[-1], len(train.classes))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+    steps = epochs * ((len(train) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    for ep in range(epochs):
+        perm = rng.permutation(len(train))
+        shuffled = train.subset(perm)
+        for x, y in batches(shuffled, batch_size, f"epoch {ep + 1}/{epochs}", progress):
+            loss = F.cross_entropy(model(_augment(x, rng)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, data: ImageSplit) -> float:
+    model.eval()
+    correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches(data, 512))
+    return correct / len(data)
+
+
+def save_state(model: torch.nn.Module, path: str | Path) -> Path:
+    """torch.save through a temporary file and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+if __name__ == "__main__":  # pragma: no cover - used to (re)make the shipped asset
+    import sys
+    from edge_ee.data import load_fashion_mnist
+    from edge_ee.models.weights import sha256_file
+    torch.set_num_threads(1)
+    tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
+    m = train_small_cnn(tr, epochs=int(sys.argv[1]) if len(sys.argv) > 1 else 4)
+    out = save_state(m, "edge_ee/assets/fashion_cnn.pt")
+    print("test accuracy", accuracy(m, te), "sha256", sha256_file(out))

@@ -1,0 +1,17 @@
+"""Hardware profiles: one YAML per device and power mode.
+
+Each file describes a device's CPU, accelerator, peak throughput per precision,
+memory bandwidth, idle/max power, power sensors, power-mode check, thermal limits and
+how to recognise the device. `device_runners.profiles` holds the schema and the loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROFILE_DIR = Path(__file__).parent
+
+
+def list_profiles() -> list[str]:
+    """Names of the shipped profiles (file stems), sorted."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
