@@ -85,7 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None)
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--out", type=Path, required=True, help=".pt file to write")
+    for register in _extensions():
+        COMMANDS.update(register(sub))
     return p
+
+
+def _extensions() -> list:
+    """Subcommand modules: each has `register(subparsers) -> {name: handler}` (no torch at import)."""
+    import importlib
+
+    mods = []
+    for name in ("edge_ee.cli_training", "edge_ee.cli_device"):
+        try:
+            mods.append(importlib.import_module(name).register)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+    return mods
 
 
 def main(argv: list[str] | None = None) -> int:
