@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, help="output dir (plots, ONNX files)")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--weights", default=None, help="state_dict .pt (default: shipped)")
     ap.add_argument("--repeats", type=int, default=3, help="latency rounds over the test set")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_camvid(args.data, splits=("train", "test"))
     xtr, ytr = normalize_images(data["train"].images), data["train"].labels
     xte, yte = normalize_images(data["test"].images), data["test"].labels
-    model = load_pretrained()
+    model = load_pretrained(Path(args.weights)) if args.weights else load_pretrained()
     cost = CostModel.of(model)
 
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ from device_runners.manifest import (
 from device_runners.results import atomic_write_json
 from device_runners.runner import self_check
 from edge_ee.cost import count_flops
-from edge_ee.errors import BundleError, ExportValidationError
+from edge_ee.errors import BundleError, ExportValidationError, SelfCheckError
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,10 @@ def _write_into(tmp: Path, plans: Sequence[SegmentPlan], spec: BundleSpec, vx: n
     atomic_write_json(tmp / MANIFEST, manifest)
     bundle = load_bundle(tmp)
     backend = open_backend(bundle, "onnxruntime")
-    manifest["self_check"] = self_check(bundle, backend)
+    try:
+        manifest["self_check"] = self_check(bundle, backend)
+    except SelfCheckError as err:
+        raise ExportValidationError(f"golden self-check failed at export: {err}") from err
     manifest["validation"] = validate(plans, backend, vx, tol)
     atomic_write_json(tmp / MANIFEST, manifest)
 

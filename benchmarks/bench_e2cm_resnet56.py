@@ -1,0 +1,172 @@
+"""Issue-2 evidence: E2CM as published vs improved training-free exits on ResNet-56/CIFAR-10.
+
+Class statistics and thresholds come from the train split only (45k statistics, 5k held
+out for calibration); accuracy and cost are measured on the 10k test split. One
+statistics pass and one calibration pass serve every variant. Then the chosen
+operating point is exported, and edge-ee-run's backend is timed against the full model
+as one ONNX graph (interleaved, batch 1, 1 thread), plus the split overhead (every exit
+ignored). Fitting cost is measured on a 5k subset in multiples of a plain forward pass.
+
+    python benchmarks/bench_e2cm_resnet56.py [--weights ...resnet56.npz] [--out bench-out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from device_runners.backends import open_backend
+from device_runners.manifest import load_bundle, prepare_input
+from edge_ee.calibrate import greedy_path, pick_budget, pick_max_drop, random_hull
+from edge_ee.cost import cost_table
+from edge_ee.data import load_cifar10_jpeg, shared_data_dir, split_indices
+from edge_ee.exitnet import from_resnet_cifar
+from edge_ee.exits import ExitSpec
+from edge_ee.exits.fit import batches, build_heads, fit_statistics
+from edge_ee.models.resnet_cifar import load_resnet_cifar
+from edge_ee.pipeline import export, fit_variants, set_thresholds, table_for
+from edge_ee.exits.fit import score_split
+
+VARIANTS = {
+    "e2cm raw (paper)": ExitSpec("e2cm", None, "max_softmax"),
+    "e2cm pool2 (paper rule)": ExitSpec("e2cm", 2, "max_softmax"),
+    "e2cm raw margin": ExitSpec("e2cm", None, "margin"),
+    "e2cm pool2 margin": ExitSpec("e2cm", 2, "margin"),
+    "e2cm pool2 temperature": ExitSpec("e2cm", 2, "temperature"),
+    "e2cm pool2 rms-normaliser": ExitSpec("e2cm", 2, "max_softmax", normaliser="rms"),
+    "lda pool2": ExitSpec("lda", 2, "max_softmax"),
+    "lda pool2 margin": ExitSpec("lda", 2, "margin"),
+    "lda pool2 temperature": ExitSpec("lda", 2, "temperature"),
+}
+BUDGETS = (0.3, 0.4, 0.5, 0.75, 1.0)
+PAPER = "WRN-101/CIFAR-10 (paper): 0.30→0.87, 0.40→0.88, 0.49→0.88, 0.76→0.89 (full 0.89)"
+
+
+def fit_cost(net, train, n: int = 5000) -> dict:
+    """Seconds of a plain forward pass vs each fitting pass, on the same n samples."""
+    perm = np.random.default_rng(0).permutation(len(train))
+    sub = train.subset(np.sort(perm[:n]))
+    torch.set_grad_enabled(False)
+
+    def plain() -> None:
+        for x, _ in batches(sub, 256, progress=False):
+            net(x)
+    out = {}
+    t0 = time.perf_counter()
+    plain()
+    base = time.perf_counter() - t0
+    out["plain_forward_s"] = base
+    for name, spec in (("e2cm raw (means)", ExitSpec("e2cm", None)),
+                       ("e2cm pool2 (means + rms ν)", ExitSpec("e2cm", 2, normaliser="rms")),
+                       ("lda pool2 (means + covariance)", ExitSpec("lda", 2))):
+        t0 = time.perf_counter()
+        fit_statistics(net, [[spec] * net.num_exits], sub, progress=False)
+        out[name] = (time.perf_counter() - t0) / base
+    # the paper's ν (mean distance) needs the means first: a distance pass over the
+    # held-out 10 % calibration part (which threshold calibration needs anyway)
+    cal = train.subset(np.sort(perm[n : n + n // 10]))
+    spec = ExitSpec("e2cm", None)
+    st = fit_statistics(net, [[spec] * net.num_exits], sub, progress=False)
+    heads = build_heads(st[0], [spec] * net.num_exits)
+    t0 = time.perf_counter()
+    score_split(net, [heads], cal, progress=False)
+    out["e2cm raw (means + mean ν over 10 % calibration part)"] = (
+        out["e2cm raw (means)"] + (time.perf_counter() - t0) / base)
+    return out
+
+
+def interleaved_latency(bundles: dict[str, Path], x: np.ndarray, no_exit: set[str]) -> dict:
+    """Median end-to-end latency per sample for each bundle, runs interleaved."""
+    opened = {k: (load_bundle(p), None) for k, p in bundles.items()}
+    backends = {k: open_backend(b, "onnxruntime", 1) for k, (b, _) in opened.items()}
+    inputs = {k: prepare_input(b, x) for k, (b, _) in opened.items()}
+    times: dict[str, list[int]] = {k: [] for k in bundles}
+    names = list(bundles)
+    for i in range(len(x)):
+        for k in (names if i % 2 == 0 else names[::-1]):
+            b, be = opened[k][0], backends[k]
+            feat = inputs[k][i : i + 1]
+            t0 = time.perf_counter_ns()
+            for seg in b.segments:
+                out = be.run(seg["index"], feat)
+                if seg["exit"]["kind"] == "final" or (k not in no_exit and out["exit"][0]):
+                    break
+                feat = out["feature"]
+            times[k].append(time.perf_counter_ns() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", default=str(shared_data_dir() / "resnet-cifar10/resnet56.npz"))
+    ap.add_argument("--out", default="bench-out/e2cm-resnet56")
+    ap.add_argument("--latency-samples", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    net = from_resnet_cifar(load_resnet_cifar(a.weights))
+    train, test = load_cifar10_jpeg("train"), load_cifar10_jpeg("test")
+    report: dict = {"fit_cost_x_forward": fit_cost(net, train)}
+    print("fitting cost (× one plain forward pass):", json.dumps(report["fit_cost_x_forward"], indent=1))
+    specs = list(VARIANTS.values())
+    t0 = time.perf_counter()
+    head_sets, calib, _ = fit_variants(net, train, [[s] * net.num_exits for s in specs])
+    test_scores = score_split(net, head_sets, test, desc="test scores")
+    print(f"statistics + calibration + test passes: {time.perf_counter() - t0:.0f} s")
+    rows, chosen = {}, {}
+    for (name, spec), heads, cs, ts in zip(VARIANTS.items(), head_sets, calib, test_scores):
+        costs = cost_table(net, heads)
+        ct, tt = table_for(heads, cs, costs), table_for(heads, ts, costs)
+        path = greedy_path(ct)
+        row = {"per_exit_test_accuracy": tt.correct.mean(1).round(4).tolist(),
+               "full_test_accuracy": tt.full_accuracy}
+        for b in BUDGETS:
+            p = pick_budget(path, b)
+            e = tt.evaluate(np.asarray(p.thresholds)) if p else None
+            row[f"acc@{b}"] = None if e is None else (round(e.accuracy, 4), round(e.cost_fraction, 3))
+        p1 = pick_max_drop(path, 0.01)
+        e1 = tt.evaluate(np.asarray(p1.thresholds))
+        row["<=1pt (calib-chosen)"] = {"test_cost": e1.cost_fraction, "test_acc": e1.accuracy,
+                                       "test_drop": tt.full_accuracy - e1.accuracy}
+        test_path = [tt.evaluate(np.asarray(p.thresholds)) for p in path]
+        ok = [p for p in test_path if p.accuracy >= tt.full_accuracy - 0.01]
+        row["<=1pt (best on test path)"] = min(p.cost_fraction for p in ok)
+        for label, obs in (("paper random [0,1]", False), ("random, observed range", True)):
+            hull = random_hull(ct, 100, 0, observed_range=obs)
+            hp = pick_max_drop(hull, 0.01)
+            he = tt.evaluate(np.asarray(hp.thresholds))
+            row[f"{label} <=1pt"] = {"test_cost": he.cost_fraction, "test_acc": he.accuracy}
+        rows[name] = row
+        chosen[name] = (heads, p1, e1)
+        print(f"\n== {name}\n" + json.dumps(row, indent=1))
+    report["variants"] = rows
+    # latency: best variant's calib-chosen point vs the full network as one graph
+    best = min(rows, key=lambda k: rows[k]["<=1pt (calib-chosen)"]["test_cost"])
+    heads, p1, e1 = chosen[best]
+    set_thresholds(heads, p1.thresholds)
+    ee = export(net, heads, out / "bundle-ee", test, f"resnet56-{best}", {"point": p1.to_json()},
+                overwrite=True)
+    full = export(net, heads, out / "bundle-full", test, "resnet56-full", monolithic=True,
+                  overwrite=True)
+    idx = np.arange(a.latency_samples)
+    lat = interleaved_latency({"full": full, "early-exit": ee, "split, exits ignored": ee},
+                              test.images[idx], no_exit={"split, exits ignored"})
+    report["latency"] = {"variant": best, "median_ns": lat,
+                         "ee_over_full": lat["early-exit"] / lat["full"],
+                         "split_overhead": lat["split, exits ignored"] / lat["full"],
+                         "flops_fraction_test": e1.cost_fraction,
+                         "segments": len(load_bundle(ee).segments)}
+    print("\nlatency:", json.dumps(report["latency"], indent=1))
+    print(PAPER)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The two command lines as real subprocesses: the quick-start demo and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.shared_data
+
+
+def _cli(name: str, *args: str, cwd: Path | None = None, timeout: int = 600
+         ) -> subprocess.CompletedProcess:
+    exe = BIN / name
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m",
+                                           {"edge-ee": "edge_ee.cli", "edge-ee-run":
+                                            "device_runners.cli"}[name]]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+
+def test_quick_start_demo_end_to_end(tmp_path: Path, data_dir: Path) -> None:
+    r = _cli("edge-ee", "demo", "--data", str(data_dir / "fashion-mnist"), "--out",
+             str(tmp_path / "demo"), "--samples", "300")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[6/6] report" in r.stderr and "| accuracy |" in r.stdout
+    rep = json.loads((tmp_path / "demo" / "report.json").read_text())
+    ee, full = rep["early-exit"], rep["full"]
+    assert ee["samples"] == full["samples"] == 300
+    assert ee["cost_fraction"] < 1.0 and full["cost_fraction"] == pytest.approx(1.0)
+    assert ee["accuracy"] >= full["accuracy"] - 0.03
+    assert (tmp_path / "demo" / "bundle" / "manifest.json").is_file()
+
+
+def test_runner_cli_results_and_report(tmp_path: Path, fashion_bundle: Path,
+                                       fashion_samples: Path) -> None:
+    out = tmp_path / "r.json"
+    r = _cli("edge-ee-run", str(fashion_bundle), "--input", str(fashion_samples), "--out",
+             str(out), "--mode", "batch", "--batch-size", "16")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["complete"] and len(res["samples"]["exit"]) == 200
+    assert res["self_check"]["passed"] and res["protocol"]["mode"] == "batch"
+    rep = _cli("edge-ee", "report", str(out), "--bundle", str(fashion_bundle), "--out",
+               str(tmp_path / "rep"))
+    assert rep.returncode == 0, rep.stderr
+    assert "accuracy" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_runner_cli_bad_inputs_exit_2(tmp_path: Path, fashion_bundle: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(fashion_bundle, copy)
+    (copy / "golden.npz").write_bytes(b"changed")
+    r = _cli("edge-ee-run", str(copy), "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "sha256" in r.stderr and "re-copy" in r.stderr
+    assert not (tmp_path / "x.json").exists()
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 32, 32, 3), np.uint8))
+    r = _cli("edge-ee-run", str(fashion_bundle), "--input", str(bad), "--out",
+             str(tmp_path / "y.json"))
+    assert r.returncode == 2 and "expects float32" in r.stderr
+    r = _cli("edge-ee-run", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "not a bundle" in r.stderr
+
+
+def test_host_cli_bad_inputs_exit_2(tmp_path: Path, fashion_bundle: Path) -> None:
+    r = _cli("edge-ee", "build", "--model", str(tmp_path / "missing.npz"), "--out",
+             str(tmp_path / "o"))
+    assert r.returncode == 2 and "not found" in r.stderr
+    r = _cli("edge-ee", "build", "--model", "fashion-cnn", "--exits", "0,9", "--out",
+             str(tmp_path / "o"))
+    assert r.returncode == 2 and "do not exist" in r.stderr
+    assert not (tmp_path / "o").exists()
+    other = tmp_path / "r.json"
+    other.write_text(json.dumps({"schema_version": 1, "kind": "edge-ee-results", "bundle": {
+        "manifest_sha256": "0" * 64, "model": "m"}, "backend": {}, "protocol": {},
+        "samples": {}, "complete": True}))
+    r = _cli("edge-ee", "report", str(other), "--bundle", str(fashion_bundle))
+    assert r.returncode == 2 and "pass the bundle that was run" in r.stderr
