@@ -24,13 +24,12 @@ from device_runners.backends import open_backend
 from device_runners.manifest import load_bundle, prepare_input
 from edge_ee.calibrate import greedy_path, pick_budget, pick_max_drop, random_hull
 from edge_ee.cost import cost_table
-from edge_ee.data import load_cifar10_jpeg, shared_data_dir, split_indices
+from edge_ee.data import load_cifar10_jpeg, shared_data_dir
 from edge_ee.exitnet import from_resnet_cifar
 from edge_ee.exits import ExitSpec
-from edge_ee.exits.fit import batches, build_heads, fit_statistics
+from edge_ee.exits.fit import batches, build_heads, fit_statistics, score_split
 from edge_ee.models.resnet_cifar import load_resnet_cifar
 from edge_ee.pipeline import export, fit_variants, set_thresholds, table_for
-from edge_ee.exits.fit import score_split
 
 VARIANTS = {
     "e2cm raw (paper)": ExitSpec("e2cm", None, "max_softmax"),
@@ -121,7 +120,7 @@ def main() -> None:
     test_scores = score_split(net, head_sets, test, desc="test scores")
     print(f"statistics + calibration + test passes: {time.perf_counter() - t0:.0f} s")
     rows, chosen = {}, {}
-    for (name, spec), heads, cs, ts in zip(VARIANTS.items(), head_sets, calib, test_scores):
+    for (name, _spec), heads, cs, ts in zip(VARIANTS.items(), head_sets, calib, test_scores, strict=False):
         costs = cost_table(net, heads)
         ct, tt = table_for(heads, cs, costs), table_for(heads, ts, costs)
         path = greedy_path(ct)

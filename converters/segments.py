@@ -73,7 +73,7 @@ def plan_segments(net: ExitNet, heads: Sequence[ExitHead | None]) -> list[Segmen
                                  net.exit_names[start : i + 1], i, head))
         start = i + 1
     plans.append(SegmentPlan(FinalSegment(list(net.stages[start:]), net.classifier).eval(),
-                             net.exit_names[start:] + ["classifier"], None, None))
+                             [*net.exit_names[start:], "classifier"], None, None))
     return plans
 
 

@@ -7,6 +7,7 @@ samples done so far are written and marked incomplete).
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from device_runners.backends import BACKENDS, open_backend
 from device_runners.errors import EdgeEEError, InputSpecError
 from device_runners.manifest import Bundle, load_bundle, prepare_input
 from device_runners.results import RESULTS_SCHEMA_VERSION, atomic_write_json, environment
-from device_runners.runner import run_batch, run_single, self_check, warm_up
+from device_runners.runner import self_check
+from device_runners.session import SessionConfig, measure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="run only the first N samples")
     p.add_argument("--no-exit", action="store_true",
                    help="ignore exit flags: every sample runs every segment (split overhead)")
+    p.add_argument("--min-runs", type=int, default=0,
+                   help="repeat passes over the inputs until at least this many samples ran")
+    p.add_argument("--min-duration-s", type=float, default=0.0,
+                   help="… and until at least this long (energy per inference needs ≥ 2 s)")
+    p.add_argument("--profile", default="auto",
+                   help="hardware profile name or YAML path; 'auto' detects the board, 'none'")
+    p.add_argument("--power-source", default="auto",
+                   help="auto, ina3221_hwmon, ina3221_iio, rpi5_pmic, rapl, ina2xx_hwmon, "
+                        "usb_meter_csv, estimated or null")
+    p.add_argument("--power-period-ms", type=float, default=None,
+                   help="sampling period (default: the sensor's update period)")
+    p.add_argument("--idle-s", type=float, default=2.0,
+                   help="seconds of idle power measured before the run (0: none)")
+    p.add_argument("--meter-csv", default=None, help="external USB meter CSV log")
+    p.add_argument("--meter-clock-offset-ms", type=float, default=0.0)
+    p.add_argument("--pin-cores", default=None, help="comma-separated CPU cores to run on")
     p.add_argument("--skip-self-check", action="store_true",
                    help="do not compare with golden outputs first (not recommended)")
     p.add_argument("--quiet", action="store_true")
@@ -70,14 +88,17 @@ def load_input(bundle: Bundle, path: Path | None, limit: int | None
 
 
 class _Progress:
+    """A one-line progress counter on stderr (no dependency), restarting each pass."""
+
     def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.done, self.quiet, self.t0 = total, 0, quiet, time.monotonic()
+        self.total, self.done, self.quiet, self.t0 = max(total, 1), 0, quiet, time.monotonic()
 
     def __call__(self, step: int = 1) -> None:
         self.done += step
-        if not self.quiet and (self.done == self.total or self.done % max(1, self.total // 20) == 0):
-            print(f"\r  {self.done}/{self.total} ({time.monotonic() - self.t0:.1f} s)",
-                  end="", file=sys.stderr, flush=True)
+        n_pass, i = divmod(self.done - 1, self.total)
+        if not self.quiet and ((i + 1) == self.total or (i + 1) % max(1, self.total // 20) == 0):
+            print(f"\r  pass {n_pass + 1}: {i + 1}/{self.total} "
+                  f"({time.monotonic() - self.t0:.1f} s)", end="", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,20 +117,16 @@ def _run(args: argparse.Namespace) -> int:
     init_ns = time.perf_counter_ns() - t_init
     check = None if args.skip_self_check else self_check(bundle, backend)
     x, y = load_input(bundle, args.input, args.limit)
-    t0 = time.perf_counter_ns()
-    warm_up(bundle, backend, x, 1)
-    first_ns = time.perf_counter_ns() - t0
-    warm_up(bundle, backend, x, max(args.warmup_runs - 1, 0))
-    started = time.monotonic_ns()
-    batches = None
-    if args.mode == "single":
-        samples, complete = run_single(bundle, backend, x, y, args.no_exit,
-                                       _Progress(len(x), args.quiet))
-    else:
-        n_b = (len(x) + args.batch_size - 1) // args.batch_size
-        samples, batches, complete = run_batch(bundle, backend, x, y, args.batch_size,
-                                               args.no_exit, _Progress(n_b, args.quiet))
-    ended = time.monotonic_ns()
+    cfg = SessionConfig(
+        mode=args.mode, batch_size=args.batch_size, warmup_runs=args.warmup_runs,
+        min_runs=args.min_runs, min_duration_s=args.min_duration_s, no_exit=args.no_exit,
+        profile=args.profile, power_source=args.power_source,
+        power_period_ms=args.power_period_ms, idle_s=args.idle_s, meter_csv=args.meter_csv,
+        meter_clock_offset_ms=args.meter_clock_offset_ms,
+        pin_cores=tuple(int(c) for c in args.pin_cores.split(",")) if args.pin_cores else None)
+    total = len(x) if args.mode == "single" else (len(x) + args.batch_size - 1) // args.batch_size
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    run = measure(bundle, backend, x, y, cfg, _Progress(total, args.quiet), log)
     if not args.quiet:
         print(file=sys.stderr)
     results = {
@@ -122,23 +139,19 @@ def _run(args: argparse.Namespace) -> int:
         "environment": environment(),
         "protocol": {"mode": args.mode, "batch_size": args.batch_size if args.mode == "batch"
                      else 1, "warmup_runs": args.warmup_runs, "no_exit": args.no_exit,
+                     "min_runs": args.min_runs, "min_duration_s": args.min_duration_s,
+                     "pin_cores": cfg.pin_cores,
                      "input": str(args.input) if args.input else "golden"},
         "init_ns": init_ns,
-        "first_inference_ns": first_ns,
         "self_check": check,
-        "started_monotonic_ns": started,
-        "ended_monotonic_ns": ended,
-        "complete": complete,
-        "samples": samples,
-        "batches": batches,
-        "profile": None,
-        "power": None,
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        **run,
     }
     atomic_write_json(args.out, results)
     if not args.quiet:
-        print(f"wrote {args.out} ({len(samples['exit'])} samples"
-              f"{'' if complete else ', INCOMPLETE: interrupted'})", file=sys.stderr)
-    return 0 if complete else 130
+        print(f"wrote {args.out} ({len(run['samples'].get('exit', []))} samples"
+              f"{'' if run['complete'] else ', INCOMPLETE: interrupted'})", file=sys.stderr)
+    return 0 if run["complete"] else 130
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from device_runners.errors import ProfileError
-from hardware_profiles import PROFILE_DIR, list_profiles
+from hardware_profiles import list_profiles, profile_files
 
 SCHEMA_VERSION = 1
 
@@ -286,7 +286,7 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
     path = Path(text)
     is_path = path.suffix in (".yaml", ".yml") or os.sep in text or path.exists()
     if not is_path:
-        path = PROFILE_DIR / f"{text}.yaml"
+        path = profile_files().joinpath(f"{text}.yaml")  # type: ignore[assignment]
         if not path.is_file():
             raise ProfileError(
                 f"no hardware profile named '{text}'; available: {', '.join(list_profiles())}, "

@@ -202,5 +202,5 @@ def split_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, n
     """A seeded random split of range(n) into (rest, held_out) with |held_out| = fraction·n."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    k = int(round(fraction * n))
+    k = round(fraction * n)
     return np.sort(perm[k:]), np.sort(perm[:k])

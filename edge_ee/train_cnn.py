@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from edge_ee.data import ImageSplit
 from edge_ee.exits.fit import batches
@@ -72,6 +71,7 @@ def save_state(model: torch.nn.Module, path: str | Path) -> Path:
 
 if __name__ == "__main__":  # pragma: no cover - used to (re)make the shipped asset
     import sys
+
     from edge_ee.data import load_fashion_mnist
     from edge_ee.models.weights import sha256_file
     torch.set_num_threads(1)

@@ -7,11 +7,18 @@ how to recognise the device. `device_runners.profiles` holds the schema and the 
 
 from __future__ import annotations
 
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
 
 PROFILE_DIR = Path(__file__).parent
 
 
+def profile_files() -> Traversable:
+    """The shipped profiles as a resource folder (works inside a zipapp too)."""
+    return resources.files(__name__)
+
+
 def list_profiles() -> list[str]:
     """Names of the shipped profiles (file stems), sorted."""
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return sorted(p.name[:-5] for p in profile_files().iterdir() if p.name.endswith(".yaml"))

@@ -49,7 +49,7 @@ def test_runner_matches_torch_decisions(fashion, fashion_fitted, fashion_bundle:
     want_exit = [None if e == net.num_exits else int(e) for e in exits]
     assert np.mean(np.array(seg_exit, object) == np.array(want_exit, object)) >= 0.99
     assert np.mean(np.asarray(rec["prediction"]) == want_pred) >= 0.99
-    assert all(len(v) == i + 1 for v, i in zip(rec["segment_latency_ns"], rec["exit"]))
+    assert all(len(v) == i + 1 for v, i in zip(rec["segment_latency_ns"], rec["exit"], strict=False))
     brec, batches, ok = run_batch(b, be, x, test.labels, batch_size=32)
     assert ok and brec["prediction"] == rec["prediction"] and brec["exit"] == rec["exit"]
     assert all(a == sorted(a, reverse=True) for a in (bt["active"] for bt in batches))
@@ -61,7 +61,7 @@ def test_tampered_file_is_refused(tmp_path: Path, fashion_bundle: Path) -> None:
     with open(copy / "seg0.onnx", "r+b") as f:
         f.seek(100)
         f.write(b"\x00")
-    with pytest.raises(ChecksumError, match="seg0.onnx.*re-copy"):
+    with pytest.raises(ChecksumError, match=r"seg0\.onnx.*re-copy"):
         load_bundle(copy)
 
 
@@ -108,7 +108,7 @@ def test_existing_bundle_is_not_overwritten_silently(tmp_path: Path, fashion, fa
 def test_bundle_graph_constants_are_the_class_means(fashion_fitted, fashion_bundle: Path) -> None:
     import onnx
     from onnx import numpy_helper
-    net, fitted = fashion_fitted
+    _net, fitted = fashion_fitted
     b = load_bundle(fashion_bundle)
     seg = b.segments[0]
     head = fitted.heads[seg["exit"]["exit_index"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,7 @@ def test_greedy_path_walks_down_in_cost_and_budgets_hold() -> None:
     t = _table()
     path = greedy_path(t)
     costs = [p.cost_fraction for p in path]
-    assert costs[0] == 1.0 and all(b < a for a, b in zip(costs, costs[1:]))
+    assert costs[0] == 1.0 and all(b < a for a, b in itertools.pairwise(costs))
     p = pick_max_drop(path, 0.01)
     assert p.accuracy >= path[0].accuracy - 0.01 and p.cost_fraction < 1.0
     b = pick_budget(path, 0.5)

@@ -73,5 +73,5 @@ def test_truncated_idx_file(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_labels_out_of_range() -> None:
-    with pytest.raises(DataError, match="outside 0..9"):
+    with pytest.raises(DataError, match=r"outside 0\.\.9"):
         check_labels(np.array([0, 3, 12]), 10, "labels.npy")

@@ -1,0 +1,156 @@
+"""One measured run: profile, power source, idle baseline, warm-up, timed passes, state.
+
+Read top to bottom, this is what `edge-ee-run` does after the bundle checked itself:
+1. resolve the hardware profile (`auto` detects the board) and note mismatches;
+2. open the best power source (falls back to `estimated`/`null`, never fails the run);
+3. record system state (governor, temperatures, throttling) before;
+4. sample idle power for `idle_s`, then warm up, then run the inputs pass after pass until
+   both `min_runs` samples and `min_duration_s` are reached, marking the window;
+5. record system state after, stop sampling, return everything raw for results.json.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from device_runners.backends import Backend
+from device_runners.errors import EdgeEEError
+from device_runners.manifest import Bundle
+from device_runners.power.energy import choose_power_source, measure_idle_baseline
+from device_runners.power.sampler import PowerSampler
+from device_runners.profiles import (
+    HardwareProfile,
+    detect_profile,
+    load_profile,
+    profile_mismatch_warnings,
+)
+from device_runners.protocol import pin_to_cores, system_state
+from device_runners.runner import run_batch, run_single, warm_up
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How to measure (CLI flags map 1:1)."""
+
+    mode: str = "single"
+    batch_size: int = 32
+    warmup_runs: int = 10
+    min_runs: int = 0
+    min_duration_s: float = 0.0
+    no_exit: bool = False
+    profile: str | None = "auto"
+    power_source: str = "auto"
+    power_period_ms: float | None = None
+    idle_s: float = 2.0
+    meter_csv: str | None = None
+    meter_clock_offset_ms: float = 0.0
+    pin_cores: tuple[int, ...] | None = None
+    root: str = "/"
+
+
+def resolve_profile(cfg: SessionConfig) -> tuple[HardwareProfile | None, dict[str, Any]]:
+    """The profile to compare against, and how it was chosen (with mismatch warnings)."""
+    if cfg.profile in (None, "", "none"):
+        return None, {"name": None, "how": "no profile (--profile none)", "warnings": []}
+    if cfg.profile == "auto":
+        det = detect_profile(cfg.root)
+        if det.profile is None:
+            return None, {"name": None, "how": det.reason, "warnings": [det.reason]}
+        prof = load_profile(det.profile)
+        return prof, {"name": prof.name, "how": det.reason,
+                      "warnings": profile_mismatch_warnings(prof, cfg.root),
+                      "profile": prof.to_dict()}
+    prof = load_profile(cfg.profile)
+    return prof, {"name": prof.name, "how": "chosen with --profile",
+                  "warnings": profile_mismatch_warnings(prof, cfg.root), "profile": prof.to_dict()}
+
+
+def _passes(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | None,
+            cfg: SessionConfig, progress: Any) -> tuple[dict[str, list], list | None, bool]:
+    """Run the inputs once, then again until min_runs and min_duration_s are both met."""
+    samples: dict[str, list] = {}
+    batches: list | None = [] if cfg.mode == "batch" else None
+    t0 = time.monotonic()
+    n_pass = 0
+    while True:
+        if cfg.mode == "single":
+            rec, complete = run_single(bundle, backend, x, y, cfg.no_exit, progress)
+        else:
+            rec, bt, complete = run_batch(bundle, backend, x, y, cfg.batch_size, cfg.no_exit,
+                                          progress)
+            batches.extend(bt)  # type: ignore[union-attr]
+        rec["pass"] = [n_pass] * len(rec["exit"])
+        for k, v in rec.items():
+            samples.setdefault(k, []).extend(v)
+        n_pass += 1
+        enough = (len(samples["exit"]) >= cfg.min_runs
+                  and time.monotonic() - t0 >= cfg.min_duration_s)
+        if not complete or enough or len(x) == 0:
+            return samples, batches, complete
+
+
+def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | None,
+            cfg: SessionConfig, progress: Any = None, log: Any = print) -> dict[str, Any]:
+    """Everything a results.json needs beyond the bundle/backend identity, raw."""
+    profile, prof_info = resolve_profile(cfg)
+    for w in prof_info["warnings"]:
+        log(f"warning: {w}")
+    options: dict[str, Any] = {}
+    if cfg.meter_csv:
+        options = {"csv_path": cfg.meter_csv, "clock_offset_ms": cfg.meter_clock_offset_ms}
+    source, reason = choose_power_source(profile, cfg.power_source, root=cfg.root,
+                                         options=options)
+    log(reason)
+    previous = pin_to_cores(cfg.pin_cores) if cfg.pin_cores else None
+    before = system_state(cfg.root)
+    sampler = PowerSampler(source, cfg.power_period_ms)
+    live = not getattr(source, "post_hoc", False)
+    idle = None
+    try:
+        if live:
+            sampler.start()
+            if cfg.idle_s > 0:
+                idle = measure_idle_baseline(sampler, cfg.idle_s).to_dict()
+        t0 = time.perf_counter_ns()
+        warm_up(bundle, backend, x, 1)
+        first_ns = time.perf_counter_ns() - t0
+        warm_up(bundle, backend, x, max(cfg.warmup_runs - 1, 0))
+        start_ns = sampler.mark("run_start")
+        samples, batches, complete = _passes(bundle, backend, x, y, cfg, progress)
+        end_ns = sampler.mark("run_end")
+        if live:
+            sampler.wait_for_sample_after(end_ns)
+    finally:
+        if live:
+            sampler.stop()
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+    power = sampler.to_dict()
+    if not live:
+        try:
+            pts = source.load_samples(None, None)  # type: ignore[attr-defined]
+            power["timestamp_ns"] = [int(t) for t, _ in pts]
+            power["total_mw"] = [float(p) for _, p in pts]
+        except (EdgeEEError, OSError, ValueError) as err:
+            power["errors"].append({"timestamp_ns": end_ns, "error": str(err)})
+    source.close()
+    power.update(reason=reason, idle=idle, window_ns=[start_ns, end_ns],
+                 healthy=sampler.healthy, is_estimate=bool(source.is_estimate),
+                 update_period_ms=source.update_period_ms)
+    return {
+        "profile": prof_info,
+        "power": power,
+        "system_state": {"before": before, "after": system_state(cfg.root)},
+        "first_inference_ns": first_ns,
+        "started_monotonic_ns": start_ns,
+        "ended_monotonic_ns": end_ns,
+        "complete": complete,
+        "samples": samples,
+        "batches": batches,
+    }
+
