@@ -31,6 +31,7 @@ def environment() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "numpy": np.__version__,
         "cpu_count": os.cpu_count(),
+        "runner_file": str(Path(__file__).parent),
     }
 
 

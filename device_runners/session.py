@@ -111,6 +111,9 @@ def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | Non
     sampler = PowerSampler(source, cfg.power_period_ms)
     live = not getattr(source, "post_hoc", False)
     idle = None
+    samples: dict[str, list] = {}
+    batches: list | None = None
+    complete, first_ns, start_ns = False, None, None
     try:
         if live:
             sampler.start()
@@ -122,11 +125,13 @@ def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | Non
         warm_up(bundle, backend, x, max(cfg.warmup_runs - 1, 0))
         start_ns = sampler.mark("run_start")
         samples, batches, complete = _passes(bundle, backend, x, y, cfg, progress)
+    except KeyboardInterrupt:  # before the timed passes: nothing measured, marked incomplete
+        log("interrupted before the measured run")
+    finally:
         end_ns = sampler.mark("run_end")
         if live:
-            sampler.wait_for_sample_after(end_ns)
-    finally:
-        if live:
+            if start_ns is not None:
+                sampler.wait_for_sample_after(end_ns)
             sampler.stop()
         if previous is not None:
             os.sched_setaffinity(0, previous)

@@ -1,0 +1,49 @@
+"""`edge-ee pack-runner`: a single-file runner for devices (a Python zipapp).
+
+The archive holds `device_runners` and `hardware_profiles` (code and YAML) and runs as
+`python3 edge-ee-run.pyz BUNDLE …` on a device that has only numpy, pyyaml and one
+runtime installed. Written through a temporary file and a rename.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipapp
+from pathlib import Path
+
+import device_runners
+import hardware_profiles
+
+MAIN = '''"""edge-ee-run packed as a zipapp."""
+import sys
+
+from device_runners.cli import main
+
+sys.exit(main())
+'''
+
+
+def pack_runner(out: str | Path) -> Path:
+    """Build the zipapp at `out`; returns its path."""
+    dest = Path(out)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "app"
+        root.mkdir()
+        for pkg in (device_runners, hardware_profiles):
+            src = Path(pkg.__file__).parent
+            shutil.copytree(src, root / src.name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (root / "__main__.py").write_text(MAIN)
+        fd, part = tempfile.mkstemp(dir=dest.parent, suffix=".pyz.tmp")
+        os.close(fd)
+        try:
+            zipapp.create_archive(root, part, interpreter="/usr/bin/env python3", compressed=True)
+            os.chmod(part, 0o755)
+            os.replace(part, dest)
+        except BaseException:
+            Path(part).unlink(missing_ok=True)
+            raise
+    return dest
