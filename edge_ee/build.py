@@ -13,7 +13,7 @@ from edge_ee.exitnet import ExitNet, from_resnet_cifar, from_sequential
 from edge_ee.models.resnet_cifar import load_resnet_cifar
 from edge_ee.models.small_cnn import asset_path, load_small_cnn
 from edge_ee.models.weights import sha256_file
-from edge_ee.pipeline import FitConfig, evaluate_split, export, fit_exits
+from edge_ee.pipeline import FitConfig, calibration_record, evaluate_split, export, fit_exits
 
 
 def load_model(model: str, data: str | None) -> tuple[ExitNet, ImageSplit, ImageSplit, str]:
@@ -44,9 +44,7 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
     print(f"calibration: cost {fitted.chosen.cost_fraction:.3f}, accuracy "
           f"{fitted.chosen.accuracy:.4f}; test: cost {on_test.cost_fraction:.3f}, accuracy "
           f"{on_test.accuracy:.4f} (full {table.full_accuracy:.4f})", file=sys.stderr)
-    calib = {"split": "train (held-out calibration part)", "point": fitted.chosen.to_json(),
-             "exit_spec": cfg.exit_spec.label, "test_point": on_test.to_json(),
-             "fit_seconds": fitted.fit_seconds}
+    calib = calibration_record(fitted, cfg, table)
     path = export(net, fitted.heads, out, test, f"{net.name}-{cfg.exit_spec.label}", calib,
                   source, overwrite=overwrite)
     print(f"wrote {path}", file=sys.stderr)

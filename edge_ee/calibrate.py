@@ -54,6 +54,10 @@ class ExitTable:
         if self.n == 0:
             raise CalibrationError("no samples to calibrate on")
 
+    def with_costs(self, costs: CostTable) -> ExitTable:
+        """The same decisions priced with other costs (e.g. with per-exit call overhead)."""
+        return ExitTable(self.pred, self.conf, self.labels, costs, self.has_head)
+
     @property
     def full_accuracy(self) -> float:
         return float(self.correct[-1].mean())

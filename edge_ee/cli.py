@@ -35,6 +35,9 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                         "fraction of the full network's FLOPs")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exit-overhead-flops", type=float, default=0.0,
+                   help="FLOPs-equivalent charged per kept exit for its extra runtime call "
+                        "in the threshold search (the demo measures it; 0 = pure FLOPs)")
 
 
 def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
@@ -46,7 +49,8 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
     exits = None if a.exits is None else tuple(int(v) for v in a.exits.split(","))
     return FitConfig(exit_spec=spec, exits=exits, calib_fraction=a.calib_fraction,
                      search=a.search, random_vectors=a.random_vectors, max_drop=a.max_drop,
-                     budget=a.budget, batch_size=a.batch_size, seed=a.seed)
+                     budget=a.budget, batch_size=a.batch_size, seed=a.seed,
+                     exit_overhead_flops=a.exit_overhead_flops)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the CNN now for N epochs instead of using the shipped weights")
     d.add_argument("--samples", type=int, default=1000, help="test images to run on the runner")
     d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--pure-flops", action="store_true",
+                   help="choose thresholds on FLOPs alone, without the measured call overhead")
     _fit_args(d)
 
     b = sub.add_parser("build", help="fit training-free exits, calibrate, export a bundle")
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from edge_ee.demo import DemoConfig, run_demo
     run_demo(DemoConfig(data=a.data, out=a.out, train_epochs=a.train_epochs,
-                        samples=a.samples, threads=a.threads, fit=_fit_config(a)))
+                        samples=a.samples, threads=a.threads, fit=_fit_config(a),
+                        latency_aware=not a.pure_flops))
     return 0
 
 

@@ -31,6 +31,9 @@ class CostTable:
     stage_flops: tuple[int, ...]
     classifier_flops: int
     head_flops: tuple[int, ...]
+    # FLOPs-equivalent charged per kept exit for the extra runtime call it costs (a segment
+    # boundary): 0 counts pure FLOPs; `measure_call_overhead_flops` measures it.
+    exit_overhead_flops: float = 0.0
 
     @property
     def full_flops(self) -> int:
@@ -43,8 +46,9 @@ class CostTable:
         return np.append(cum, self.full_flops)
 
     def heads_array(self) -> np.ndarray:
-        """Head FLOPs per exit with 0 for the final classifier (counted in the backbone)."""
-        return np.append(np.asarray(self.head_flops, np.float64), 0.0)
+        """Head FLOPs (+ call overhead) per exit; 0 for the final classifier (in the backbone)."""
+        heads = np.asarray(self.head_flops, np.float64) + self.exit_overhead_flops
+        return np.append(heads, 0.0)
 
     def to_json(self) -> dict:
         return {"stage_flops": list(self.stage_flops), "classifier_flops": self.classifier_flops,
@@ -68,3 +72,37 @@ def expected_cost(costs: CostTable, exits: np.ndarray, enabled: np.ndarray) -> n
     """Per-sample FLOPs: stages run up to the exit taken plus every enabled head evaluated."""
     head_cum = np.cumsum(costs.heads_array() * enabled)
     return costs.cum_backbone()[exits] + head_cum[exits]
+
+
+def measure_call_overhead_flops(full_onnx: str, full_flops: int, runs: int = 200) -> float:
+    """FLOPs-equivalent of one extra `session.run` on this machine (onnxruntime, 1 thread).
+
+    Times the full network as one graph and a trivial graph with the same input, and
+    converts the trivial call's median time with the full graph's FLOPs per second.
+    """
+    import time
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    full = ort.InferenceSession(full_onnx, opts, providers=["CPUExecutionProvider"])
+    inp = full.get_inputs()[0]
+    shape = [1, *inp.shape[1:]]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "noop",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    noop = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    x = np.zeros(shape, np.float32)
+    t_full, t_noop = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        full.run(None, {inp.name: x})
+        t1 = time.perf_counter_ns()
+        noop.run(None, {"x": x})
+        t_noop.append(time.perf_counter_ns() - t1)
+        t_full.append(t1 - t0)
+    return float(np.median(t_noop) / np.median(t_full) * full_flops)

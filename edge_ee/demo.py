@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,20 @@ import torch
 from device_runners import cli as run_cli
 from device_runners.manifest import load_bundle
 from device_runners.results import load_results
+from edge_ee.cost import measure_call_overhead_flops
 from edge_ee.data import atomic_save_npz, load_fashion_mnist
 from edge_ee.exitnet import from_sequential
 from edge_ee.exits import ExitSpec
 from edge_ee.models.small_cnn import asset_path, load_small_cnn
 from edge_ee.models.weights import sha256_file
-from edge_ee.pipeline import FitConfig, evaluate_split, export, fit_exits
+from edge_ee.pipeline import (
+    FitConfig,
+    calibration_record,
+    choose_thresholds,
+    evaluate_split,
+    export,
+    fit_exits,
+)
 from edge_ee.report import summarize, write_report
 
 
@@ -34,6 +42,7 @@ class DemoConfig:
     train_epochs: int = 0  # 0 = use the shipped weights
     samples: int = 1000
     threads: int = 1
+    latency_aware: bool = True  # charge each kept exit its measured runtime-call overhead
     fit: FitConfig = field(default_factory=lambda: FitConfig(exit_spec=ExitSpec("e2cm")))
 
 
@@ -58,28 +67,36 @@ def run_demo(cfg: DemoConfig) -> Path:
         source = sha256_file(asset_path())
     net = from_sequential(model, [0, 1, 2, 3, 4], (1, 28, 28), name="fashion-cnn")
     _step(3, f"fitting {cfg.fit.exit_spec.label} exits after {net.num_exits} blocks "
-             "(one statistics pass) and calibrating thresholds")
-    fitted = fit_exits(net, train, cfg.fit)
+             "(one statistics pass)")
+    fitted = fit_exits(net, train, cfg.fit, choose=False)
+    _step(4, "exporting the full network, then latency-aware thresholds, then the "
+             "exit-split bundle (each validated against torch)")
+    full = export(net, fitted.heads, out / "full", test, "fashion-cnn-full", None, source,
+                  monolithic=True, overwrite=True)
+    fit_cfg = cfg.fit
+    if cfg.latency_aware:
+        overhead = measure_call_overhead_flops(str(full / "seg0.onnx"), fitted.costs.full_flops)
+        fit_cfg = replace(cfg.fit, exit_overhead_flops=overhead)
+        print(f"      one extra runtime call costs as much as {overhead / 1e6:.2f} MFLOPs here "
+              f"({overhead / fitted.costs.full_flops:.1%} of the network); thresholds pay it "
+              "per kept exit", file=sys.stderr)
+    choose_thresholds(fitted, fit_cfg, progress=True)
     test_table = evaluate_split(net, fitted.heads, test, fitted.costs)
     on_test = test_table.evaluate(np.asarray(fitted.chosen.thresholds))
     print(f"      calibration: cost {fitted.chosen.cost_fraction:.3f} of full, accuracy "
           f"{fitted.chosen.accuracy:.4f}; test: cost {on_test.cost_fraction:.3f}, accuracy "
           f"{on_test.accuracy:.4f} (full network {test_table.full_accuracy:.4f})",
           file=sys.stderr)
-    _step(4, "exporting and validating the exit-split bundle and the full network")
-    calib = {"split": "train (held-out calibration part)", "point": fitted.chosen.to_json(),
-             "exit_spec": cfg.fit.exit_spec.label, "test_point": on_test.to_json()}
+    calib = calibration_record(fitted, fit_cfg, test_table)
     bundle = export(net, fitted.heads, out / "bundle", test, "fashion-cnn-e2cm", calib, source,
                     overwrite=True)
-    full = export(net, fitted.heads, out / "full", test, "fashion-cnn-full", None, source,
-                  monolithic=True, overwrite=True)
     n = min(cfg.samples, len(test))
     atomic_save_npz(out / "test_samples.npz", x=test.images[:n], y=test.labels[:n])
     _step(5, f"running edge-ee-run on {n} test images (exit-split bundle, then full network)")
     for b, name in ((bundle, "early-exit"), (full, "full")):
         code = run_cli.main([str(b), "--input", str(out / "test_samples.npz"),
                              "--out", str(out / f"results-{name}.json"),
-                             "--threads", str(cfg.threads), "--quiet"])
+                             "--threads", str(cfg.threads), "--idle-s", "1", "--quiet"])
         if code != 0:
             raise SystemExit(code)
     _step(6, "report")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,9 @@ class FitConfig:
     budget: float | None = None  # cost fraction; overrides max_drop when set
     batch_size: int = 256
     seed: int = 0
+    # FLOPs-equivalent charged per kept exit in the threshold search (its extra runtime
+    # call); 0 = pure FLOPs. Reported costs are always pure FLOPs.
+    exit_overhead_flops: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -104,35 +107,62 @@ def fit_variants(net: ExitNet, train: ImageSplit, variants: Sequence[Sequence[Ex
     return head_sets, calib, time.perf_counter() - t0
 
 
-def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = True
-              ) -> FittedExits:
+def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = True,
+              choose: bool = True) -> FittedExits:
     variant = cfg.variant(net.num_exits)
     (heads,), (calib,), secs = fit_variants(net, train, [variant], cfg.calib_fraction,
                                             cfg.batch_size, cfg.seed, progress)
     costs = cost_table(net, heads)
     table = table_for(heads, calib, costs)
     fitted = FittedExits(heads, costs, table, secs, [])
-    choose_thresholds(fitted, cfg, progress)
+    if choose:
+        choose_thresholds(fitted, cfg, progress)
     return fitted
 
 
 def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True) -> OperatingPoint:
     """Search thresholds on the calibration table and set them in the heads."""
+    table = fitted.calib
+    if cfg.exit_overhead_flops:
+        table = table.with_costs(replace(table.costs, exit_overhead_flops=cfg.exit_overhead_flops))
     if cfg.search == "greedy":
-        fitted.path = greedy_path(fitted.calib, progress=progress)
+        path = greedy_path(table, progress=progress)
     else:
-        fitted.path = random_hull(fitted.calib, cfg.random_vectors, cfg.seed)
+        path = random_hull(table, cfg.random_vectors, cfg.seed)
     if cfg.budget is not None:
-        point = pick_budget(fitted.path, cfg.budget)
+        point = pick_budget(path, cfg.budget)
         if point is None:
-            cheapest = min(p.cost_fraction for p in fitted.path)
+            cheapest = min(p.cost_fraction for p in path)
             raise CalibrationError(f"no thresholds reach cost {cfg.budget:.2f}; the cheapest "
                                    f"found costs {cheapest:.2f} — raise the budget")
     else:
-        point = pick_max_drop(fitted.path, cfg.max_drop)
+        point = pick_max_drop(path, cfg.max_drop)
+    # chosen with the search's prices; reported in pure FLOPs
+    fitted.path = [fitted.calib.evaluate(np.asarray(p.thresholds)) for p in path]
+    fitted.chosen = fitted.path[path.index(point)]
     set_thresholds(fitted.heads, point.thresholds)
-    fitted.chosen = point
-    return point
+    return fitted.chosen
+
+
+def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
+                       max_points: int = 60) -> dict:
+    """What the manifest records of calibration: the chosen point on both splits, and the
+    accuracy-versus-cost curve of the threshold path on the calibration and held-out splits
+    (`curve.calibration` / `curve.test`: lists of [cost_fraction, accuracy])."""
+    step = max(1, len(fitted.path) // max_points)
+    pts = fitted.path[::step] + ([fitted.path[-1]] if len(fitted.path) % step != 1 else [])
+    held = [test.evaluate(np.asarray(p.thresholds)) for p in pts]
+    on_test = test.evaluate(np.asarray(fitted.chosen.thresholds))
+    return {
+        "split": f"held-out {cfg.calib_fraction:.0%} of the training split",
+        "exit_spec": cfg.exit_spec.label, "search": cfg.search, "max_drop": cfg.max_drop,
+        "budget": cfg.budget, "exit_overhead_flops": cfg.exit_overhead_flops,
+        "fit_seconds": fitted.fit_seconds,
+        "point": fitted.chosen.to_json(), "test_point": on_test.to_json(),
+        "full_accuracy": {"calibration": fitted.calib.full_accuracy, "test": test.full_accuracy},
+        "curve": {"calibration": [[p.cost_fraction, p.accuracy] for p in pts],
+                  "test": [[p.cost_fraction, p.accuracy] for p in held]},
+    }
 
 
 def set_thresholds(heads: Sequence[ExitHead | None], thresholds: Sequence[float]) -> None:
