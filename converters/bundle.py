@@ -147,7 +147,8 @@ def _write_into(tmp: Path, plans: Sequence[SegmentPlan], spec: BundleSpec, vx: n
         "cost": {"total_flops_all_segments": sum(s["flops"] for s in segments),
                  "full_flops": full_flops or sum(s["flops"] for s in segments)},
         "calibration": calibration,
-        "golden": {"file": "golden.npz", "count": len(gx), "atol": tol.atol, "rtol": tol.rtol},
+        "golden": {"file": "golden.npz", "count": len(gx), "atol": tol.atol, "rtol": tol.rtol,
+                   "confidence_atol": tol.confidence_atol},
         "preferred_format": "onnx",
         "provenance": {
             "edge_ee_version": edge_ee.__version__, "torch_version": torch.__version__,

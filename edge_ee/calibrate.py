@@ -171,10 +171,14 @@ def upper_hull(points: list[OperatingPoint]) -> list[OperatingPoint]:
 
 
 def pick_max_drop(path: list[OperatingPoint], max_drop: float) -> OperatingPoint:
-    """Cheapest point within `max_drop` (absolute, e.g. 0.01) of the path's first (full) point."""
+    """Cheapest point within `max_drop` (absolute, e.g. 0.01) of the full network's accuracy.
+
+    The reference is the most expensive point (the full network: a greedy path's first
+    point, a hull's last).
+    """
     if max_drop < 0:
         raise CalibrationError(f"accuracy drop must be ≥ 0, got {max_drop}")
-    ref = path[0].accuracy
+    ref = max(path, key=lambda p: p.cost_fraction).accuracy
     ok = [p for p in path if p.accuracy >= ref - max_drop - 1e-12]
     return min(ok, key=lambda p: (p.cost_fraction, -p.accuracy))
 

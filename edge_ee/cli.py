@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the bundle of each results file (one, or one per results file)")
     r.add_argument("--names", nargs="*", default=None)
     r.add_argument("--out", type=Path, default=Path("report"))
+    r.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write report.html (one self-contained page with the figures)")
 
     t = sub.add_parser("train-cnn", help="train the small Fashion-MNIST CNN")
     t.add_argument("--data", default=None)
@@ -146,8 +148,10 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise ConfigError(f"{len(names)} names for {len(a.results)} results files")
     sums = [summarize(load_results(r), load_bundle(b)) for r, b in zip(a.results, bundles,
                                                                         strict=True)]
-    path = write_report(sums, names, a.out)
+    path = write_report(sums, names, a.out, html=a.html)
     print(path.read_text())
+    if a.html:
+        print(f"HTML report: {path.with_name('report.html')}", file=sys.stderr)
     return 0
 
 
