@@ -21,6 +21,9 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit", dest="exit_spec", default="e2cm",
                    help="exit kind[:pool][:confidence], e.g. e2cm, e2cm:2:margin, lda:2 "
                         "(kinds e2cm|lda; confidence max_softmax|margin|temperature)")
+    p.add_argument("--exit-at", action="append", default=[], metavar="IDX=SPEC",
+                   help="a different exit kind at one exit point, e.g. --exit-at 0=e2cm:2:margin "
+                        "(repeatable)")
     p.add_argument("--exits", default=None,
                    help="comma-separated exit point indices that get a head (default: all)")
     p.add_argument("--normaliser", choices=("mean", "rms"), default="mean")
@@ -43,11 +46,19 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
     from dataclasses import replace
 
+    from edge_ee.errors import ConfigError
     from edge_ee.exits import ExitSpec
     from edge_ee.pipeline import FitConfig
     spec = replace(ExitSpec.parse(a.exit_spec), normaliser=a.normaliser, shrinkage=a.shrinkage)
     exits = None if a.exits is None else tuple(int(v) for v in a.exits.split(","))
-    return FitConfig(exit_spec=spec, exits=exits, calib_fraction=a.calib_fraction,
+    exit_at = []
+    for item in a.exit_at:
+        idx, sep, text = item.partition("=")
+        if not sep or not idx.strip().isdigit():
+            raise ConfigError(f"--exit-at {item!r}: write IDX=SPEC, e.g. 3=lda:2:margin")
+        exit_at.append((int(idx), replace(ExitSpec.parse(text), normaliser=a.normaliser,
+                                          shrinkage=a.shrinkage)))
+    return FitConfig(exit_spec=spec, exits=exits, exit_at=tuple(exit_at), calib_fraction=a.calib_fraction,
                      search=a.search, random_vectors=a.random_vectors, max_drop=a.max_drop,
                      budget=a.budget, batch_size=a.batch_size, seed=a.seed,
                      exit_overhead_flops=a.exit_overhead_flops)

@@ -49,6 +49,7 @@ class FitConfig:
 
     exit_spec: ExitSpec = field(default_factory=ExitSpec)
     exits: tuple[int, ...] | None = None  # exit points that get a head; None = all
+    exit_at: tuple[tuple[int, ExitSpec], ...] = ()  # per-exit overrides of exit_spec
     calib_fraction: float = 0.1
     search: str = "greedy"  # greedy | random
     random_vectors: int = 100
@@ -73,7 +74,12 @@ class FitConfig:
         bad = sorted(k for k in keep if not 0 <= k < num_exits)
         if bad:
             raise ConfigError(f"exit points {bad} do not exist; this model has 0..{num_exits - 1}")
-        return [self.exit_spec if i in keep else None for i in range(num_exits)]
+        over = dict(self.exit_at)
+        bad = sorted(k for k in over if not 0 <= k < num_exits)
+        if bad:
+            raise ConfigError(f"--exit-at names exit points {bad}; this model has 0..{num_exits - 1}")
+        return [over.get(i, self.exit_spec) if i in keep or i in over else None
+                for i in range(num_exits)]
 
 
 @dataclass

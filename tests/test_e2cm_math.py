@@ -92,3 +92,13 @@ def test_temperature_fit_recovers_a_known_temperature() -> None:
 def test_exit_spec_errors(text: str, err: str) -> None:
     with pytest.raises(ConfigError, match=err):
         ExitSpec.parse(text)
+
+
+def test_exit_specs_are_selectable_per_exit() -> None:
+    from edge_ee.pipeline import FitConfig
+    cfg = FitConfig(exit_spec=ExitSpec("e2cm"), exits=(0, 2), exit_at=((1, ExitSpec("lda", 2)),))
+    v = cfg.variant(4)
+    assert v[0] == ExitSpec("e2cm") and v[1] == ExitSpec("lda", 2) and v[2] == ExitSpec("e2cm")
+    assert v[3] is None
+    with pytest.raises(ConfigError, match="0..3"):
+        FitConfig(exit_at=((7, ExitSpec()),)).variant(4)
