@@ -6,15 +6,12 @@ energy over the run window (trapezoid rule via `device_runners.power.energy`, id
 baseline subtracted, labelled `estimated` whenever the power source is an estimate),
 achieved throughput against the profile's peak GFLOPS and memory bandwidth, and the
 accuracy-versus-cost operating points (the manifest's calibration curve when it has one).
-Every table is written as Markdown, CSV and JSON; figures (`report_plots`) and one
-self-contained HTML page (`report_html`) are written beside them.
+`write_report` writes every table (`report_tables`) as Markdown, CSV and JSON, the figures
+(`report_plots`, PNG) and one self-contained HTML page (`report_html`) side by side.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +21,17 @@ from device_runners.manifest import Bundle
 from device_runners.power.energy import energy_summary, window_energy
 from device_runners.results import atomic_write_json
 from edge_ee.errors import ResultsError
+from edge_ee.report_tables import (  # noqa: F401 - re-exported: the report's public names
+    BYTES_NOTE,
+    ESTIMATED,
+    Table,
+    build_tables,
+    fmt,
+    table_markdown,
+    warnings_of,
+)
 
 PERCENTILES = (50, 90, 95, 99)
-ESTIMATED = "estimated"
-BYTES_NOTE = ("estimated: params x 4 bytes + the segment's input and output activations per "
-              "sample; activations inside a segment are not counted (a lower bound)")
 
 
 def _pct(values: list[float] | np.ndarray) -> dict[str, float]:
@@ -187,170 +190,35 @@ def summarize(results: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
     return out
 
 
+def _points(raw: Any) -> list[dict[str, float]]:
+    """Curve points from [[cost, acc], ...], [{"cost_fraction", "accuracy", ...}, ...] or
+    {"cost_fraction": [...], "accuracy": [...]}, sorted by cost."""
+    if isinstance(raw, dict):
+        raw = list(zip(raw.get("cost_fraction", []), raw.get("accuracy", []), strict=False))
+    pts = []
+    for p in raw or []:
+        if isinstance(p, dict) and "cost_fraction" in p and "accuracy" in p:
+            pts.append({"cost_fraction": float(p["cost_fraction"]), "accuracy": float(p["accuracy"])})
+        elif isinstance(p, (list, tuple)) and len(p) >= 2:
+            pts.append({"cost_fraction": float(p[0]), "accuracy": float(p[1])})
+    return sorted(pts, key=lambda p: p["cost_fraction"])
+
+
 def _calibration(bundle: Bundle) -> dict[str, Any]:
+    """The manifest's operating points and threshold-sweep curves, one per split.
+
+    `calibration.curve` is {"calibration": [[cost_fraction, accuracy], ...], "test": [...]}
+    (what `pipeline.calibration_record` writes); a bare list is taken as the calibration split.
+    """
     cal = bundle.manifest.get("calibration") or {}
     curve = cal.get("curve")
-    if isinstance(curve, dict):  # columns form: {"cost_fraction": [...], "accuracy": [...]}
-        curve = [{"cost_fraction": c, "accuracy": a}
-                 for c, a in zip(curve.get("cost_fraction", []), curve.get("accuracy", []),
-                                 strict=False)]
-    pts = [p for p in curve or [] if isinstance(p, dict) and "cost_fraction" in p
-           and "accuracy" in p]
-    return {"curve": sorted(pts, key=lambda p: p["cost_fraction"]), "split": cal.get("split"),
-            "point": cal.get("point"), "test_point": cal.get("test_point")}
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-@dataclass
-class Table:
-    """One table: rendered in Markdown/HTML, written as CSV and JSON (raw values)."""
-
-    name: str
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    note: str = ""
-    estimated: bool = False
-    show: bool = True  # False: only written as CSV/JSON (long tables)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def records(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.columns)
-        w.writerows([["" if v is None else v for v in r] for r in self.rows])
-        return buf.getvalue()
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        if abs(v) < 1e-9:  # float residue of a difference (e.g. energy above a flat idle)
-            return "0"
-        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
-    return str(v)
-
-
-def _ms(v: float | None) -> float | None:
-    return None if v is None else v / 1e6
-
-
-def _energy_label(s: dict[str, Any]) -> str:
-    e = s.get("energy")
-    return "no power data" if e is None else e["label"]
-
-
-def overview_table(sums: list[dict[str, Any]], names: list[str]) -> Table:
-    rows: list[list[Any]] = []
-
-    def row(label: str, fn: Any) -> None:
-        rows.append([label, *(fn(s) for s in sums)])
-
-    def lat(key: str, p: str) -> Any:
-        return lambda s: _ms(s.get(key, {}).get(p))
-
-    def energy(key: str) -> Any:
-        def get(s: dict[str, Any]) -> Any:
-            e = s.get("energy")
-            v = None if e is None else e.get(key)
-            return v if v is None or not e["is_estimate"] else f"{fmt(v)} ({ESTIMATED})"
-        return get
-
-    row("samples", lambda s: s["samples"] if s["complete"] else f"{s['samples']} (incomplete)")
-    row("backend", lambda s: f"{s['backend']['version']} x{s['backend']['threads']} thread(s)")
-    row("mode", lambda s: s["mode"] + (" (exits ignored)" if s["no_exit"] else ""))
-    row("profile", lambda s: s["profile"]["name"] or "none")
-    row("accuracy", lambda s: s["accuracy"])
-    row("expected MFLOPs / sample", lambda s: s["expected_flops"] and s["expected_flops"] / 1e6)
-    row("cost / full network", lambda s: s["cost_fraction"])
-    for p in ("p50", "p90", "p95", "p99", "max", "mean"):
-        row(f"latency {p} (ms)", lat("latency_ns", p))
-    row("first inference (ms)", lambda s: _ms(s["first_inference_ns"]))
-    row("init (ms)", lambda s: _ms(s["init_ns"]))
-    row("peak RSS (MiB)", lambda s: s["peak_rss_kib"] and s["peak_rss_kib"] / 1024)
-    row("power source", _energy_label)
-    row("mean power (mW)", energy("mean_power_mw"))
-    row("idle power (mW)", energy("idle_power_mw"))
-    row("energy / inference (mJ)", energy("energy_per_inference_mj"))
-    row("energy above idle / inference (mJ)", energy("above_idle_energy_per_inference_mj"))
-    row("achieved GFLOP/s (whole run)",
-        lambda s: (s["throughput"]["overall"] or {}).get("achieved_gflops"))
-    est = any(s.get("energy") and s["energy"]["is_estimate"] for s in sums)
-    return Table("overview", "Overview", ["metric", *names], rows, estimated=est,
-                 note="energy values marked (estimated) come from the profile's power model, "
-                      "not a sensor" if est else "")
-
-
-def build_tables(sums: list[dict[str, Any]], names: list[str]) -> list[Table]:
-    """Every table of the report (overview first)."""
-    lat_rows, exit_rows, en_rows, tp_rows, op_rows, curve_rows = [], [], [], [], [], []
-    for s, nm in zip(sums, names, strict=True):
-        for i, st in enumerate(s.get("segment_latency_ns", [])):
-            lat_rows.append([nm, i, s["exit_points"][i], st.get("count", 0),
-                             *(_ms(st.get(k)) for k in ("p50", "p90", "p95", "p99", "mean"))])
-        total = max(s["samples"], 1)
-        for k, v in s["exit_histogram"].items():
-            exit_rows.append([nm, k, v, v / total])
-        e = s.get("energy")
-        if e is not None:
-            en_rows.append([nm, e["source"], e["label"], e["duration_ns"] / 1e9, e["n_inferences"],
-                            e["energy_mj"], e["mean_power_mw"], e["idle_power_mw"],
-                            e["above_idle_energy_mj"], e["energy_per_inference_mj"],
-                            e["above_idle_energy_per_inference_mj"]])
-        for r in s["throughput"]["segments"]:
-            tp_rows.append([nm, r["segment"], r["flops"], _ms(r["latency_p50_ns"]),
-                            r["achieved_gflops"], r["peak_gflops"], r["pct_of_peak"],
-                            r["bytes_estimated"], r["achieved_gbps_estimated"],
-                            r["bandwidth_gbps"], r["pct_of_bandwidth_estimated"]])
-        if s["cost_fraction"] is not None:
-            op_rows.append([nm, "measured (this run)", s["cost_fraction"], s["accuracy"]])
-        cal = s["calibration"]
-        for key, what in (("point", f"chosen on calibration ({cal['split'] or 'calibration'})"),
-                          ("test_point", "chosen, on the test split at export")):
-            if cal.get(key):
-                op_rows.append([nm, what, cal[key]["cost_fraction"], cal[key]["accuracy"]])
-        curve_rows += [[nm, p["cost_fraction"], p["accuracy"]] for p in cal["curve"]]
-    est = any(s.get("energy") and s["energy"]["is_estimate"] for s in sums)
-    prec = sorted({s["throughput"]["precision"] for s in sums})
-    return [
-        overview_table(sums, names),
-        Table("latency_segments", "Latency per segment (samples that reached it)",
-              ["run", "segment", "exit_point", "count", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-               "mean_ms"], lat_rows),
-        Table("exits", "Exits taken", ["run", "exit_point", "count", "fraction"], exit_rows),
-        Table("energy", "Energy over the run window" + (" (ESTIMATED from the hardware profile,"
-                                                        " not measured)" if est else ""),
-              ["run", "power_source", "power_label", "window_s", "n_inferences", "energy_mj",
-               "mean_power_mw", "idle_power_mw", "above_idle_energy_mj",
-               "energy_per_inference_mj", "above_idle_energy_per_inference_mj"], en_rows,
-              note="trapezoid rule over the run window; above idle = energy - idle power x "
-                   "window" + ("; power_label 'estimated': idle + CPU utilisation x (max - idle)"
-                               " from the profile" if est else ""), estimated=est),
-        Table("throughput", f"Achieved throughput vs the profile ({'/'.join(prec)} CPU peak)",
-              ["run", "segment", "flops", "latency_p50_ms", "achieved_gflops", "peak_gflops",
-               "pct_of_peak", "bytes_estimated", "achieved_gbps_estimated", "bandwidth_gbps",
-               "pct_of_bandwidth_estimated"], tp_rows, note=f"bytes are {BYTES_NOTE}",
-              estimated=True),
-        Table("operating_points", "Accuracy vs expected cost (fraction of the full network's "
-              "FLOPs)", ["run", "point", "cost_fraction", "accuracy"], op_rows),
-        Table("calibration_curve", "Calibration threshold sweep (from the manifest)",
-              ["run", "cost_fraction", "accuracy"], curve_rows, show=False),
-    ]
-
-
-def table_markdown(t: Table) -> list[str]:
-    lines = [f"## {t.title}", ""]
-    if not t.rows:
-        return [*lines, "_no data_", ""]
-    lines += ["| " + " | ".join(t.columns) + " |", "|---" * len(t.columns) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in t.rows]
-    return [*lines, *(["", f"_{t.note}_"] if t.note else []), ""]
+    if isinstance(curve, dict) and not {"cost_fraction", "accuracy"} <= set(curve):
+        curves = {str(k): _points(v) for k, v in curve.items()}
+    else:
+        curves = {"calibration": _points(curve)}
+    return {"curves": {k: v for k, v in curves.items() if v}, "split": cal.get("split"),
+            "point": cal.get("point"), "test_point": cal.get("test_point"),
+            "full_accuracy": cal.get("full_accuracy")}
 
 
 def to_markdown(summaries: list[dict[str, Any]], names: list[str],
@@ -378,16 +246,6 @@ def to_markdown(summaries: list[dict[str, Any]], names: list[str],
         lines += [f"![{title}]({path})", ""]
     lines.append("Tables as CSV and JSON: " + ", ".join(f"`tables/{t.name}.csv`" for t in tables))
     return "\n".join(lines) + "\n"
-
-
-def warnings_of(summaries: list[dict[str, Any]], names: list[str], prefix: str = "") -> list[str]:
-    out = []
-    for s, nm in zip(summaries, names, strict=True):
-        ws = list(s["profile"]["warnings"]) + list((s.get("energy") or {}).get("warnings") or [])
-        if not s["complete"]:
-            ws.append("the run was interrupted: statistics cover the samples done")
-        out += [f"{prefix}{nm}: {w}" for w in dict.fromkeys(ws)]
-    return [*out, ""] if out else []
 
 
 def _write_text(path: Path, text: str) -> None:

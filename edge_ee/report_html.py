@@ -13,7 +13,7 @@ import datetime as dt
 from html import escape
 from typing import Any
 
-from edge_ee.report import ESTIMATED, Table, fmt, warnings_of
+from edge_ee.report_tables import ESTIMATED, Table, fmt, warnings_of
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 DPI = 90
@@ -31,6 +33,13 @@ def _color(i: int) -> str:
 
 def _estimated(sums: list[Summary]) -> bool:
     return any(s.get("energy") and s["energy"]["is_estimate"] for s in sums)
+
+
+def _log_axis(ax: Any) -> None:
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(ax.get_ylabel() + " (log scale)")
 
 
 def _group_x(n_groups: int, n_runs: int, i_run: int, width: float = 0.8) -> tuple[list[float], float]:
@@ -73,7 +82,13 @@ def fig_latency(sums: list[Summary], names: list[str]) -> Figure | None:
             for med in bp["medians"]:
                 med.set(color="black")
     ax.set_xticks(ticks, labels, fontsize=7)
-    ax.set_ylabel("latency per segment (ms)")
+    values = [v for s in sums for seg in s["series"]["segment_latency_ns"] for v in seg]
+    lo, hi = np.percentile(values, [1, 99]) if values else (0, 0)
+    if lo > 0 and hi / lo > 15:  # a long tail (preemption) would flatten the boxes
+        ax.set_ylabel("latency per segment (ms)")
+        _log_axis(ax)
+    else:
+        ax.set_ylabel("latency per segment (ms)")
     ax.set_title("Latency per segment (box p25-p75, whiskers p1-p99)", fontsize=10)
     ax.legend(handles=[Patch(color=_color(i), alpha=0.55, label=n) for i, n in enumerate(names)],
               fontsize=8)
@@ -82,9 +97,17 @@ def fig_latency(sums: list[Summary], names: list[str]) -> Figure | None:
     for i, s in enumerate(sums):
         lat = s.get("latency_ns", {})
         pos, w = _group_x(len(pcts), len(sums), i)
-        ax2.bar(pos, [lat.get(p, 0) / 1e6 for p in pcts], w, color=_color(i), label=names[i])
+        bars = ax2.bar(pos, [lat.get(p, 0) / 1e6 for p in pcts], w, color=_color(i),
+                       label=names[i])
+        ax2.bar_label(bars, fmt="%.3g", fontsize=7)
     ax2.set_xticks(range(len(pcts)), pcts)
-    ax2.set_ylabel("end-to-end latency (ms)")
+    p99 = [s.get("latency_ns", {}).get("p99", 0) for s in sums]
+    p50 = [s.get("latency_ns", {}).get("p50", 0) for s in sums]
+    if min(p50) > 0 and max(p99) / min(p50) > 15:
+        ax2.set_ylabel("end-to-end latency (ms)")
+        _log_axis(ax2)
+    else:
+        ax2.set_ylabel("end-to-end latency (ms)")
     ax2.set_title("End-to-end latency percentiles", fontsize=10)
     ax2.grid(axis="y", alpha=0.3)
     ax2.legend(fontsize=8)
@@ -141,24 +164,29 @@ def fig_energy(sums: list[Summary], names: list[str]) -> Figure | None:
 
 
 def fig_accuracy_cost(sums: list[Summary], names: list[str]) -> Figure | None:
-    if not any(s["accuracy"] is not None or s["calibration"]["curve"] for s in sums):
+    if not any(s["accuracy"] is not None or s["calibration"]["curves"] for s in sums):
         return None
     fig = Figure(figsize=(9.5, 4.2), layout="constrained")
     ax = fig.subplots()
     curves_done: set[str] = set()
     for i, s in enumerate(sums):
         cal = s["calibration"]
-        if cal["curve"] and s["model"] not in curves_done:
+        if cal["curves"] and s["model"] not in curves_done:
             curves_done.add(s["model"])
-            ax.plot([p["cost_fraction"] for p in cal["curve"]],
-                    [p["accuracy"] for p in cal["curve"]], "-", color=_color(i), alpha=0.6,
-                    label=f"{names[i]}: threshold sweep (calibration)")
+            for split, pts in cal["curves"].items():
+                ax.plot([p["cost_fraction"] for p in pts], [p["accuracy"] for p in pts],
+                        "-" if split == "calibration" else "--", color=_color(i), alpha=0.6,
+                        label=f"{names[i]}: threshold sweep ({split} split)")
         if cal.get("point"):
             ax.plot(cal["point"]["cost_fraction"], cal["point"]["accuracy"], "s", mfc="none",
                     color=_color(i), ms=9, label=f"{names[i]}: chosen (calibration)")
         if cal.get("test_point"):
             ax.plot(cal["test_point"]["cost_fraction"], cal["test_point"]["accuracy"], "^",
                     mfc="none", color=_color(i), ms=9, label=f"{names[i]}: chosen (test, export)")
+        full_acc = cal.get("full_accuracy")
+        if isinstance(full_acc, dict) and full_acc.get("test") is not None:
+            ax.plot(1.0, full_acc["test"], "x", color=_color(i), ms=9,
+                    label=f"{names[i]}: full network (test, export)")
         if s["accuracy"] is not None and s["cost_fraction"] is not None:
             ax.plot(s["cost_fraction"], s["accuracy"], "o", color=_color(i), ms=9,
                     label=f"{names[i]}: measured run")

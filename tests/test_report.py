@@ -171,16 +171,21 @@ def test_results_of_another_bundle_are_refused(runs, fashion_bundle, tmp_path, c
 
 
 def test_calibration_curve_from_the_manifest(runs, fashion_bundle, tmp_path):
-    curve = [{"thresholds": [None], "cost_fraction": c, "accuracy": a, "exit_fractions": []}
-             for c, a in ((1.0, 0.90), (0.4, 0.80), (0.7, 0.88))]
+    # the format pipeline.calibration_record writes: {split: [[cost_fraction, accuracy], ...]}
+    curve = {"calibration": [[1.0, 0.90], [0.4, 0.80], [0.7, 0.88]],
+             "test": [[1.0, 0.89], [0.5, 0.85]]}
     other = load_bundle(_other_bundle(fashion_bundle, tmp_path / "b", curve=curve))
     res = load_results(runs["early-exit"])
     res["bundle"]["manifest_sha256"] = other.manifest_sha256  # as if run with `other`
     s = summarize(res, other)
-    assert [p["cost_fraction"] for p in s["calibration"]["curve"]] == [0.4, 0.7, 1.0]
+    curves = s["calibration"]["curves"]
+    assert [p["cost_fraction"] for p in curves["calibration"]] == [0.4, 0.7, 1.0]
+    assert [p["accuracy"] for p in curves["test"]] == [0.85, 0.89]
     write_report([s], ["ee"], tmp_path / "rep", html=False)
     with open(tmp_path / "rep" / "tables" / "calibration_curve.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 3
+        rows = list(csv.DictReader(f))
+    assert [r["split"] for r in rows] == ["calibration"] * 3 + ["test"] * 2
+    assert (tmp_path / "rep" / "figures" / "accuracy_cost.png").is_file()
     assert not (tmp_path / "rep" / "report.html").exists()
 
 
