@@ -151,7 +151,7 @@ def main() -> None:
     test_scores = score_split(net, head_sets, test, desc="test scores")
     print(f"statistics + calibration + test passes: {time.perf_counter() - t0:.0f} s")
     rows, chosen = {}, {}
-    for (name, _spec), heads, cs, ts in zip(VARIANTS.items(), head_sets, calib, test_scores, strict=False):
+    for name, heads, cs, ts in zip(variants, head_sets, calib, test_scores, strict=True):
         costs = cost_table(net, heads)
         ct, tt = table_for(heads, cs, costs), table_for(heads, ts, costs)
         path = greedy_path(ct)
