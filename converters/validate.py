@@ -28,6 +28,9 @@ class Tolerance:
     confidence_atol: float = 2e-3
     min_prediction_agreement: float = 1.0
     min_exit_agreement: float = 1.0
+    # predictions may differ where torch's top-2 scores tie within tie_rtol·|top-1|
+    # (float rounding in another runtime's GEMM, e.g. TFLite/XNNPACK); 0 = never
+    tie_rtol: float = 0.0
 
 
 @torch.no_grad()
@@ -63,6 +66,8 @@ def validate(plans: Sequence[SegmentPlan], backend: Backend, x: np.ndarray,
                 if name == "exit" and plan.head is not None:
                     thr = float(plan.head.threshold)
                     agree |= np.abs(ref["confidence"] - thr) <= tol.confidence_atol
+                if name == "prediction" and tol.tie_rtol > 0:
+                    agree |= _near_tie(plan, ref, tol.tie_rtol)
                 rate = float(agree.mean())
                 seg[f"{name}_agreement"] = rate
                 need = tol.min_exit_agreement if name == "exit" else tol.min_prediction_agreement
@@ -81,7 +86,23 @@ def validate(plans: Sequence[SegmentPlan], backend: Backend, x: np.ndarray,
         report.append(seg)
         if plan.head is not None:
             feats = got["feature"]
-    return {"samples": len(x), "atol": tol.atol, "rtol": tol.rtol, "segments": report}
+    out = {"samples": len(x), "atol": tol.atol, "rtol": tol.rtol, "segments": report}
+    if tol.tie_rtol:
+        out["tie_rtol"] = tol.tie_rtol
+    return out
+
+
+@torch.no_grad()
+def _near_tie(plan: SegmentPlan, ref: dict[str, np.ndarray],
+              rtol: float) -> np.ndarray:
+    """Samples whose two best class scores in torch are equal up to float rounding."""
+    if plan.head is not None:
+        z = plan.head.raw_scores(torch.from_numpy(ref["feature"])) * plan.head.scorer.scale
+        z = z.numpy()
+    else:
+        z = ref["logits"]
+    top = np.sort(z, axis=1)[:, -2:]
+    return (top[:, 1] - top[:, 0]) <= rtol * np.maximum(np.abs(top[:, 1]), 1.0)
 
 
 def _run_batched(backend: Backend, i: int, x: np.ndarray, bs: int) -> dict[str, np.ndarray]:

@@ -52,7 +52,7 @@ class OnnxRuntimeBackend(Backend):
         opts.log_severity_level = 3
         self.sessions = []
         for seg in bundle.segments:
-            path = bundle.segment_path(seg["index"], "onnx")
+            path = bundle.segment_path(seg["index"], self.file_format)
             try:
                 sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             except Exception as err:  # onnxruntime raises its own exception types
@@ -70,7 +70,20 @@ class OnnxRuntimeBackend(Backend):
         return f"onnxruntime {self._ort.__version__}"
 
 
-BACKENDS: dict[str, type[Backend]] = {OnnxRuntimeBackend.name: OnnxRuntimeBackend}
+class OnnxRuntimeInt8Backend(OnnxRuntimeBackend):
+    """The bundle's int8 ONNX files (`onnx-int8`, QDQ) on onnxruntime."""
+
+    name = "onnxruntime-int8"
+    file_format = "onnx-int8"
+
+
+# after Backend: it subclasses it (device_runners/__init__ imports this module first)
+from device_runners.backend_tflite import TFLiteBackend, TFLiteInt8Backend  # noqa: E402
+
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (OnnxRuntimeBackend, OnnxRuntimeInt8Backend, TFLiteBackend,
+                              TFLiteInt8Backend)
+}
 FORMAT_BACKENDS = {cls.file_format: name for name, cls in BACKENDS.items()}
 
 

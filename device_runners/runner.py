@@ -31,6 +31,11 @@ def self_check(bundle: Bundle, backend: Backend, rtol: float = 1e-3, atol: float
     """Every segment on the golden inputs must match torch's outputs recorded at export."""
     golden = bundle.golden()
     tol = bundle.manifest.get("golden", {})
+    # formats other than ONNX fp32 may carry their own golden outputs and tolerances
+    # (recorded on the host with the same runtime, e.g. int8), under a key prefix
+    fmt_tol = tol.get("formats", {}).get(backend.file_format, {})
+    prefix = fmt_tol.get("prefix", "")
+    tol = {**tol, **fmt_tol}
     rtol, atol = tol.get("rtol", rtol), tol.get("atol", atol)
     conf_atol = tol.get("confidence_atol", 2e-3)
     x = golden["input"]
@@ -39,12 +44,12 @@ def self_check(bundle: Bundle, backend: Backend, rtol: float = 1e-3, atol: float
         i = seg["index"]
         out = backend.run(i, x)
         for name in seg["outputs"]:
-            want, got = golden[f"seg{i}/{name}"], out[name]
+            want, got = golden[f"{prefix}seg{i}/{name}"], out[name]
             if got.shape != want.shape:
                 raise SelfCheckError(f"segment {i} output {name!r} has shape {got.shape}, golden "
                                      f"{want.shape}; the runtime does not run this bundle correctly")
             if name in ("prediction", "exit"):
-                near = _near_threshold(seg, golden, i, conf_atol)
+                near = _near_threshold(seg, golden, i, conf_atol, prefix)
                 bad = (got != want) & ~near
                 if bad.any():
                     raise SelfCheckError(
@@ -67,9 +72,9 @@ def self_check(bundle: Bundle, backend: Backend, rtol: float = 1e-3, atol: float
 
 
 def _near_threshold(seg: dict[str, Any], golden: dict[str, np.ndarray], i: int,
-                    band: float) -> np.ndarray:
+                    band: float, prefix: str = "") -> np.ndarray:
     """Samples whose confidence is within tolerance of the threshold may flip either way."""
-    conf = golden[f"seg{i}/confidence"]
+    conf = golden[f"{prefix}seg{i}/confidence"]
     thr = seg["exit"].get("threshold")
     if thr is None:
         return np.zeros(conf.shape, bool)

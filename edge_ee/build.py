@@ -31,11 +31,13 @@ def load_model(model: str, data: str | None) -> tuple[ExitNet, ImageSplit, Image
 
 
 def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
-                 overwrite: bool = False, monolithic: bool = False) -> Path:
+                 overwrite: bool = False, monolithic: bool = False,
+                 formats: tuple[str, ...] = ("onnx",), int8: bool = False) -> Path:
     net, train, test, source = load_model(model, data)
+    fmt = {"formats": formats, "int8": int8, "calibration_data": train}
     if monolithic:
         path = export(net, [None] * net.num_exits, out, test, f"{net.name}-full", None, source,
-                      monolithic=True, overwrite=overwrite)
+                      monolithic=True, overwrite=overwrite, **fmt)
         print(f"wrote {path}", file=sys.stderr)
         return path
     fitted = fit_exits(net, train, cfg)
@@ -46,6 +48,6 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
           f"{on_test.accuracy:.4f} (full {table.full_accuracy:.4f})", file=sys.stderr)
     calib = calibration_record(fitted, cfg, table)
     path = export(net, fitted.heads, out, test, f"{net.name}-{cfg.exit_spec.label}", calib,
-                  source, overwrite=overwrite)
+                  source, overwrite=overwrite, **fmt)
     print(f"wrote {path}", file=sys.stderr)
     return path

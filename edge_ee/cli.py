@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--monolithic", action="store_true",
                    help="export the whole network as one graph (no exits), for comparison")
+    b.add_argument("--formats", default="onnx",
+                   help="comma-separated graph formats to export: onnx, tflite (default onnx)")
+    b.add_argument("--int8", action="store_true",
+                   help="also int8 files of each format (post-training, calibrated on 256 "
+                        "training samples; exit heads stay float where int8 changes decisions)")
     _fit_args(b)
 
     r = sub.add_parser("report", help="statistics of edge-ee-run results")
@@ -142,7 +147,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_build(a: argparse.Namespace) -> int:
     from edge_ee.build import build_bundle
-    build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic)
+    formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
+    build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
+                 formats=formats, int8=a.int8)
     return 0
 
 

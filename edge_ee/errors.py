@@ -26,6 +26,7 @@ __all__ = [
     "InputSpecError",
     "ModelError",
     "ProfileError",
+    "QuantizationError",
     "ResultsError",
     "SchemaVersionError",
     "SelfCheckError",
@@ -50,3 +51,7 @@ class ConfigError(EdgeEEError):
 
 class ExportValidationError(EdgeEEError):
     """An exported graph does not reproduce torch within tolerance."""
+
+
+class QuantizationError(EdgeEEError):
+    """int8 quantisation cannot run: calibration data missing, of the wrong shape or dtype."""

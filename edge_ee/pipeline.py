@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from converters.bundle import BundleSpec, write_bundle
+from converters.quantize import Int8Tolerance
 from converters.segments import monolithic_plan, plan_segments
 from converters.validate import Tolerance
 from edge_ee.calibrate import (
@@ -188,8 +189,15 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
            data: ImageSplit, name: str, calibration: dict | None = None,
            source_sha256: str | None = None, monolithic: bool = False,
            validation_samples: int = 64, overwrite: bool = False,
-           tol: Tolerance = Tolerance()) -> Path:
-    """Export the bundle, validated on `validation_samples` real samples of `data`."""
+           tol: Tolerance = Tolerance(), formats: Sequence[str] = ("onnx",), int8: bool = False,
+           calibration_data: ImageSplit | np.ndarray | None = None,
+           calibration_samples: int = 256, int8_heads: str = "auto",
+           int8_tol: Int8Tolerance = Int8Tolerance()) -> Path:
+    """Export the bundle, validated on `validation_samples` real samples of `data`.
+
+    `formats`: ("onnx",), ("tflite",) or both. `int8`: also int8 files of each format,
+    calibrated on `calibration_samples` random samples of `calibration_data` (an
+    ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W))."""
     plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
     spec = BundleSpec(name=name, classes=tuple(data.classes), input_shape=net.input_shape,
@@ -198,4 +206,15 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
     with torch.no_grad():
         full = cost_table(net, [None] * net.num_exits).full_flops
         return write_bundle(plans, spec, out_dir, vx, calibration=calibration,
-                            overwrite=overwrite, tol=tol, full_flops=full)
+                            overwrite=overwrite, tol=tol, full_flops=full, formats=formats,
+                            int8=int8, calibration_x=_calibration_x(calibration_data,
+                                                                    calibration_samples, int8),
+                            int8_heads=int8_heads, int8_tol=int8_tol)
+
+
+def _calibration_x(data: ImageSplit | np.ndarray | None, n: int, int8: bool) -> np.ndarray | None:
+    """`n` random normalised samples of an ImageSplit (seed 0); arrays pass through."""
+    if not int8 or data is None or isinstance(data, np.ndarray):
+        return data
+    idx = np.sort(np.random.default_rng(0).choice(len(data), min(n, len(data)), replace=False))
+    return data.subset(idx).normalised()

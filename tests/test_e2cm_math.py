@@ -100,5 +100,5 @@ def test_exit_specs_are_selectable_per_exit() -> None:
     v = cfg.variant(4)
     assert v[0] == ExitSpec("e2cm") and v[1] == ExitSpec("lda", 2) and v[2] == ExitSpec("e2cm")
     assert v[3] is None
-    with pytest.raises(ConfigError, match="0..3"):
+    with pytest.raises(ConfigError, match=r"0\.\.3"):
         FitConfig(exit_at=((7, ExitSpec()),)).variant(4)

@@ -94,7 +94,7 @@ def build_heads(stats: Sequence[ClassStats | None], specs: Variant) -> list[Exit
             cov = st.shared_covariance(spec.shrinkage)
             w = torch.linalg.solve(cov, mu.T).T  # (K, D) = μ_k Σ⁻¹
             b = -0.5 * (w * mu).sum(1) + st.priors().clamp_min(1e-12).log()
-            scorer = LinearScorer(w, b)
+            scorer = LinearScorer.centered(w, b, st.sums.sum(0) / st.total)
         heads.append(ExitHead(FeatureTransform(spec.pool), scorer, spec.confidence).eval())
     return heads
 

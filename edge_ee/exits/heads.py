@@ -69,20 +69,33 @@ class ClassMeanScorer(nn.Module):
 
 
 class LinearScorer(nn.Module):
-    """z = (W x + b) · scale."""
+    """z = (W (x − c) + b) · scale, with an optional centre c.
+
+    Class scores only matter up to a per-sample shift (softmax, margin and argmax ignore
+    it), so `centered` rewrites W x + b as (W − w̄)(x − m) + b' in float64 before the cast:
+    the same decisions with small, well-conditioned float32 numbers.
+    """
 
     kind = "linear"
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor,
-                 scale: torch.Tensor | None = None) -> None:
+                 scale: torch.Tensor | None = None, center: torch.Tensor | None = None) -> None:
         super().__init__()
+        k, d = weight.shape
         self.register_buffer("weight_t", weight.to(torch.float32).T.contiguous())  # (D, K)
         self.register_buffer("bias", bias.float())
-        k = weight.shape[0]
+        self.register_buffer("center", torch.zeros(d) if center is None else center.float())
         self.register_buffer("scale", torch.ones(k) if scale is None else scale.float())
 
+    @classmethod
+    def centered(cls, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor
+                 ) -> LinearScorer:
+        w = weight.double() - weight.double().mean(0, keepdim=True)
+        b = bias.double() + w @ mean.double()
+        return cls(w, b - b.mean(), center=mean.double())
+
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight_t + self.bias
+        return (x - self.center) @ self.weight_t + self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw(x) * self.scale

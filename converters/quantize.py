@@ -1,0 +1,280 @@
+"""int8 post-training quantisation of segments (ONNX QDQ and TFLite PT2E) and its validation.
+
+ONNX: `quant_pre_process` (shape inference; ORT's graph optimisation is skipped so node
+names and the exporter's `name_scopes` metadata survive), then
+`onnxruntime.quantization.quantize_static` — QDQ format, int8 activations (per tensor,
+MinMax) and int8 per-channel weights — calibrated on real samples. TFLite: PT2E through
+`converters.tflite_export.export_tflite_int8`.
+
+Exit heads. The LDA/E2CM scores are large numbers whose top-2 differ by little, so an int8
+head can change exit decisions. `heads="auto"` quantises each segment both ways and keeps
+its head (the nodes under the `head` module: exit head or final classifier head) in float
+when quantising it changes any decision (exit flag; prediction for the final segment) on
+the validation samples; `"float"` / `"int8"` force one choice. The choice and both
+agreement rates go into the manifest.
+
+Validation of an int8 chain (against torch fp32, the int8 chain feeding its own features
+forward) uses `Int8Tolerance`: feature relative RMS error, prediction and exit agreement
+per segment, and end-to-end agreement of (exit taken, prediction).
+"""
+
+from __future__ import annotations
+
+import ast
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from converters.segments import SegmentPlan
+from device_runners.backends import Backend
+from edge_ee.errors import ExportValidationError, QuantizationError
+
+Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+HEAD_SCOPE = "head"
+
+
+@dataclass(frozen=True)
+class Int8Tolerance:
+    """Looser limits for int8 chains, compared with torch fp32 on real samples."""
+
+    max_feature_rel_rms: float = 0.25  # ‖int8 − fp32‖₂ / ‖fp32‖₂ of each passed-on feature
+    min_prediction_agreement: float = 0.90  # per segment, on the samples that exit there
+    min_exit_agreement: float = 0.95  # per exit segment
+    min_end_to_end_agreement: float = 0.95  # same (exit taken, prediction) as torch
+    # golden self-check on the device (int8 kernels differ slightly across CPUs)
+    golden_atol: float = 0.25
+    golden_rtol: float = 0.05
+    golden_confidence_atol: float = 0.05
+
+
+def check_calibration(x: np.ndarray | None, input_shape: Sequence[int], min_samples: int = 8
+                      ) -> np.ndarray:
+    """Calibration samples as float32 (N, *input_shape), or a QuantizationError saying why not."""
+    if x is None:
+        raise QuantizationError("int8 needs calibration samples: pass calibration_x (real, "
+                                "normalised inputs of the model, e.g. 256 training images)")
+    x = np.asarray(x)
+    want = tuple(int(v) for v in input_shape)
+    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+        raise QuantizationError(
+            f"calibration samples have shape {x.shape}, the model takes (N, {', '.join(map(str, want))}); "
+            "pass normalised model inputs in that layout (NCHW), not raw images")
+    if x.dtype.kind != "f":
+        raise QuantizationError(f"calibration samples have dtype {x.dtype}; pass normalised float32 "
+                                "inputs (ImageSplit.normalised()), not raw uint8 images")
+    if len(x) < min_samples:
+        raise QuantizationError(f"{len(x)} calibration samples; int8 needs at least {min_samples} "
+                                "real samples (256 is a good default)")
+    if not np.isfinite(x).all():
+        raise QuantizationError("calibration samples contain NaN or inf; pass finite inputs")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def onnx_head_nodes(model: onnx.ModelProto, feature_output: str | None = "feature") -> list[str]:
+    """Names of the nodes under the segment's `head` module (exporter metadata), else, for
+    an exit segment, the nodes that the passed-on feature does not depend on."""
+    heads = []
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props
+                       if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes:
+            try:
+                names = ast.literal_eval(scopes)
+            except (ValueError, SyntaxError):
+                names = []
+            if HEAD_SCOPE in names:
+                heads.append(node.name)
+    if heads or feature_output is None:
+        return heads
+    outputs = {o.name for o in model.graph.output}
+    if feature_output not in outputs:
+        return []
+    producer = {o: n for n in model.graph.node for o in n.output}
+    needed, stack = set(), [feature_output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is not None and node.name not in needed:
+            needed.add(node.name)
+            stack.extend(node.input)
+    return [n.name for n in model.graph.node if n.name not in needed]
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an array, in small batches."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int = 16) -> None:
+        self._it = iter([{name: x[s : s + batch]} for s in range(0, len(x), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path, calib_x: np.ndarray, float_heads: bool,
+                  max_calib: int = 256) -> Path:
+    """Static QDQ int8 (per-channel weights) of one ONNX segment, calibrated on `calib_x`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_optimization=True)
+            model = onnx.load(str(pre))
+            is_exit = any(o.name == "feature" for o in model.graph.output)
+            exclude = onnx_head_nodes(model, "feature" if is_exit else None) if float_heads else []
+            quantize_static(
+                str(pre), str(out_path), _Reader(model.graph.input[0].name, calib_x[:max_calib]),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                calibrate_method=CalibrationMethod.MinMax)
+        except QuantizationError:
+            raise
+        except Exception as err:  # onnxruntime.quantization raises many kinds
+            raise ExportValidationError(f"ONNX int8 quantisation of {fp32_path.name} failed: "
+                                        f"{type(err).__name__}: {err}; export without --int8") from err
+    return out_path
+
+
+def onnx_runner(path: Path, out_names: Sequence[str]) -> Runner:
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [o.name for o in sess.get_outputs()]
+    return lambda x: dict(zip(outs, sess.run(None, {name: x}), strict=True))
+
+
+def tflite_runner(path: Path, out_names: Sequence[str]) -> Runner:
+    from device_runners.backend_tflite import _Segment, load_interpreter_class
+    cls, _ = load_interpreter_class()
+    interp = cls(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()
+    seg = _Segment(interp, list(out_names))
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        parts = [seg.run(x[n : n + 1]) for n in range(len(x))]
+        return {k: np.concatenate(v) for (k, _), v in zip(seg.outs, zip(*parts, strict=True),
+                                                          strict=True)}
+    return run
+
+
+def _decision(plan: SegmentPlan) -> str:
+    return "exit" if plan.head is not None else "prediction"
+
+
+def quantize_segment(fmt: str, plan: SegmentPlan, fp32_path: Path, out_path: Path,
+                     calib_in: np.ndarray, val_in: np.ndarray, val_ref: dict[str, np.ndarray],
+                     heads: str = "auto") -> dict[str, Any]:
+    """Write `out_path` (int8 of one segment in `fmt`: 'onnx' | 'tflite') and return what was
+    chosen for its head, with the decision agreement (vs torch fp32) of each variant tried."""
+    if heads not in ("auto", "float", "int8"):
+        raise QuantizationError(f"heads must be 'auto', 'float' or 'int8', got {heads!r}")
+
+    def build(float_heads: bool, path: Path) -> dict[str, np.ndarray]:
+        if fmt == "onnx":
+            quantize_onnx(fp32_path, path, calib_in, float_heads)
+            return onnx_runner(path, plan.output_names)(val_in)
+        from converters.tflite_export import export_tflite_int8
+        export_tflite_int8(plan.module, calib_in, path, float_heads)
+        return tflite_runner(path, plan.output_names)(val_in)
+
+    key = _decision(plan)
+    rec: dict[str, Any] = {"decision": key}
+    tries = {"auto": (True, False), "float": (True,), "int8": (False,)}[heads]
+    results = {}
+    for float_heads in tries:
+        path = out_path if float_heads else out_path.with_name(out_path.name + ".heads-int8")
+        got = build(float_heads, path)
+        results[float_heads] = (path, got[key])
+        rec["agreement_heads_float" if float_heads else "agreement_heads_int8"] = float(
+            (got[key] == val_ref[key]).mean())
+    if heads == "auto":
+        same = bool((results[True][1] == results[False][1]).all())
+        keep_int8 = same
+        rec["heads_int8_changes_decisions"] = not same
+    else:
+        keep_int8 = heads == "int8"
+    if keep_int8 and results[False][0] != out_path:
+        results[False][0].replace(out_path)
+    elif True in results and False in results:
+        results[False][0].unlink(missing_ok=True)
+    rec["heads"] = "int8" if keep_int8 else "float"
+    return rec
+
+
+def validate_int8(plans: Sequence[SegmentPlan], backend: Backend, x: np.ndarray,
+                  ref_all: Sequence[dict[str, np.ndarray]], tol: Int8Tolerance = Int8Tolerance()
+                  ) -> dict[str, Any]:
+    """Compare an int8 chain (own features forward) with torch fp32; raise when out of limits."""
+    feats = x
+    segs = []
+    n = len(x)
+    exit_at = {"int8": np.full(n, -1), "fp32": np.full(n, -1)}
+    pred = {"int8": np.zeros(n, np.int64), "fp32": np.zeros(n, np.int64)}
+    for i, plan in enumerate(plans):
+        got = _run_all(backend, i, feats)
+        ref = ref_all[i]
+        same = got["prediction"] == ref["prediction"]
+        seg: dict[str, Any] = {"segment": i, "prediction_agreement": float(same.mean())}
+        # an early exit's prediction matters only where it answers: checked on the samples
+        # whose exit fires in both chains (all samples at the final segment)
+        fired = (got["exit"].astype(bool) & ref["exit"].astype(bool)) if plan.head is not None \
+            else np.ones(n, bool)
+        seg["prediction_agreement_where_exiting"] = float(same[fired].mean()) if fired.any() else 1.0
+        bad = []
+        if seg["prediction_agreement_where_exiting"] < tol.min_prediction_agreement:
+            bad.append(f"prediction agreement {seg['prediction_agreement_where_exiting']:.2%} on "
+                       "the samples that exit here")
+        for tag, out in (("int8", got), ("fp32", ref)):
+            fire = out["exit"].astype(bool) if plan.head is not None else np.ones(n, bool)
+            new = (exit_at[tag] < 0) & fire
+            exit_at[tag][new] = i
+            pred[tag][new] = out["prediction"][new]
+        if plan.head is not None:
+            seg["exit_agreement"] = float((got["exit"] == ref["exit"]).mean())
+            a, b = got["feature"].astype(np.float64), ref["feature"].astype(np.float64)
+            seg["feature_rel_rms"] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+            if seg["exit_agreement"] < tol.min_exit_agreement:
+                bad.append(f"exit agreement {seg['exit_agreement']:.2%}")
+            if seg["feature_rel_rms"] > tol.max_feature_rel_rms:
+                bad.append(f"feature relative RMS error {seg['feature_rel_rms']:.3f}")
+            feats = got["feature"]
+        if bad:
+            raise ExportValidationError(
+                f"int8 segment {i} ({backend.name}) is off torch fp32: {', '.join(bad)} (limits "
+                f"{asdict(tol)}); calibrate on more/representative samples or keep heads float")
+        segs.append(seg)
+    e2e = float(((exit_at["int8"] == exit_at["fp32"]) & (pred["int8"] == pred["fp32"])).mean())
+    report = {"samples": n, "tolerance": asdict(tol), "segments": segs,
+              "end_to_end_agreement": e2e,
+              "exit_agreement": float((exit_at["int8"] == exit_at["fp32"]).mean()),
+              "prediction_agreement": float((pred["int8"] == pred["fp32"]).mean())}
+    if e2e < tol.min_end_to_end_agreement:
+        raise ExportValidationError(
+            f"int8 chain ({backend.name}) takes the same exit with the same prediction as torch "
+            f"on {e2e:.2%} of samples (need {tol.min_end_to_end_agreement:.0%}); calibrate on "
+            "more samples or keep heads float")
+    return report
+
+
+def _run_all(backend: Backend, i: int, x: np.ndarray, bs: int = 64) -> dict[str, np.ndarray]:
+    parts = [backend.run(i, x[s : s + bs]) for s in range(0, len(x), bs)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+QUANT_METHODS: dict[str, dict[str, str]] = {
+    "onnx": {"tool": "onnxruntime.quantization.quantize_static after quant_pre_process",
+             "format": "QDQ", "weights": "int8 symmetric, per channel",
+             "activations": "int8, per tensor, MinMax calibration"},
+    "tflite": {"tool": "torchao PT2E (prepare_pt2e / convert_pt2e) + litert-torch",
+               "quantizer": "litert_torch PT2EQuantizer (symmetric, static)",
+               "weights": "int8 symmetric, per channel",
+               "activations": "int8, per tensor, calibrated"},
+}

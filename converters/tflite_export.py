@@ -1,0 +1,129 @@
+"""Export one segment module to TFLite with litert-torch (no TensorFlow), fp32 or PT2E int8.
+
+litert-torch lowers the module through torch.export straight to a `.tflite` flatbuffer
+and keeps the NCHW layout of the segment's input and outputs, so the segment chain and
+the baked-in exit constants are exactly those of the ONNX export. Two limits of
+litert-torch 0.10 shape the files:
+
+* dynamic batch fails in its lowering (broadcast of a symbolic batch), and a batch-1
+  file cannot be resized (reshapes are baked), so every TFLite segment has batch 1 and
+  the TFLite backend runs a larger batch sample by sample;
+* int64 outputs become int32 (`enable_x64=False`, what TFLite runtimes support); the
+  backend widens them back to int64.
+
+int8 uses PT2E (torchao `prepare_pt2e` / `convert_pt2e`) with litert-torch's symmetric
+per-channel quantizer, calibrated on real samples; `float_heads=True` keeps every node
+under the segment's `head` (exit head or final classifier head) in float.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_ee.errors import ExportValidationError
+
+os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+HEAD_SCOPE = "head"
+
+
+def litert_torch_version() -> str:
+    from importlib.metadata import version
+    return version("litert-torch")
+
+
+def _import_litert_torch():  # -> module
+    try:
+        import litert_torch
+    except ImportError as err:
+        raise ExportValidationError(
+            "TFLite export needs litert-torch: pip install -c constraints.txt '.[tflite]' "
+            "(or drop 'tflite' from --formats)") from err
+    return litert_torch
+
+
+@contextlib.contextmanager
+def _quiet():
+    sink = io.StringIO()
+    for name in ("root", "litert_torch", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """Write `module` (fp32) as a batch-1 TFLite file at `path`."""
+    litert_torch = _import_litert_torch()
+    module.eval()
+    try:
+        with _quiet(), torch.no_grad():
+            litert_torch.convert(module, (example[:1],)).export(str(path))
+    except Exception as err:  # the converter raises many kinds; report them as one
+        raise ExportValidationError(
+            f"TFLite export of {type(module).__name__} failed: {type(err).__name__}: {err}; "
+            "check that the segment uses only ops litert-torch lowers, or export --formats onnx"
+        ) from err
+    return path
+
+
+def _in_head(node: torch.fx.Node) -> bool:
+    stack = node.meta.get("nn_module_stack") or {}
+    return any(p == HEAD_SCOPE or str(p).startswith(HEAD_SCOPE + ".") for p, _ in stack.values())
+
+
+def _quantizer(float_heads: bool):  # -> PT2EQuantizer
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    cfg = pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+
+    class BackboneQuantizer(pq.PT2EQuantizer):
+        """Annotates every supported pattern except those under the segment's head."""
+
+        def _annotate_for_static_quantization_config(self, model):
+            keep = (lambda n: not _in_head(n)) if float_heads else None
+            self._annotate_all_static_patterns(model, self.global_config, keep)
+            return model
+
+    return BackboneQuantizer().set_global(cfg)
+
+
+def export_tflite_int8(module: nn.Module, calib_x: np.ndarray, path: Path,
+                       float_heads: bool = True, max_calib: int = 256) -> Path:
+    """PT2E static int8 (per-channel weights, per-tensor activations) → TFLite at `path`."""
+    litert_torch = _import_litert_torch()
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    module.eval()
+    x = torch.from_numpy(np.ascontiguousarray(calib_x[:max_calib], dtype=np.float32))
+    quantizer = _quantizer(float_heads)
+    try:
+        with _quiet(), torch.no_grad():
+            gm = torch.export.export(module, (x[:1],)).module()
+            gm = prepare_pt2e(gm, quantizer)
+            move_exported_model_to_eval(gm)
+            for n in range(len(x)):  # batch 1, as the graph was traced
+                gm(x[n : n + 1])
+            gm = convert_pt2e(gm, fold_quantize=False)
+            move_exported_model_to_eval(gm)
+            gm.training = False
+            litert_torch.convert(gm, (x[:1],), quant_config=QuantConfig(pt2e_quantizer=quantizer)
+                                 ).export(str(path))
+    except Exception as err:
+        raise ExportValidationError(
+            f"TFLite int8 (PT2E) export of {type(module).__name__} failed: "
+            f"{type(err).__name__}: {err}; export without --int8 or with --formats onnx") from err
+    return path
