@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 
 from device_runners.backends import open_backend
 from device_runners.manifest import load_bundle, prepare_input
+from device_runners.runner import run_single
 from edge_ee.calibrate import greedy_path, pick_budget, pick_max_drop, random_hull
 from edge_ee.cost import cost_table
 from edge_ee.data import load_cifar10_jpeg, shared_data_dir
@@ -101,24 +103,55 @@ def fit_cost(net, train, n: int = 2000, repeats: int = 3) -> dict:
 
 
 def interleaved_latency(bundles: dict[str, Path], x: np.ndarray, no_exit: set[str]) -> dict:
-    """Median end-to-end latency per sample for each bundle, runs interleaved."""
-    opened = {k: (load_bundle(p), None) for k, p in bundles.items()}
-    backends = {k: open_backend(b, "onnxruntime", 1) for k, (b, _) in opened.items()}
-    inputs = {k: prepare_input(b, x) for k, (b, _) in opened.items()}
+    """Median end-to-end latency per sample for each bundle, runs interleaved.
+
+    Each sample goes through `device_runners.runner.run_single` (the code `edge-ee-run
+    --mode single` runs) for every bundle in turn, alternating the order, so the 2 noisy
+    cores disturb all of them alike.
+    """
+    opened = {k: load_bundle(p) for k, p in bundles.items()}
+    backends = {k: open_backend(b, "onnxruntime", 1) for k, b in opened.items()}
+    inputs = {k: prepare_input(b, x) for k, b in opened.items()}
     times: dict[str, list[int]] = {k: [] for k in bundles}
+    seg_ns: dict[str, list[list[int]]] = {k: [] for k in bundles}
     names = list(bundles)
+    for k in names:  # warm-up
+        run_single(opened[k], backends[k], inputs[k][:10], None, no_exit=k in no_exit)
     for i in range(len(x)):
         for k in (names if i % 2 == 0 else names[::-1]):
-            b, be = opened[k][0], backends[k]
-            feat = inputs[k][i : i + 1]
             t0 = time.perf_counter_ns()
-            for seg in b.segments:
-                out = be.run(seg["index"], feat)
-                if seg["exit"]["kind"] == "final" or (k not in no_exit and out["exit"][0]):
-                    break
-                feat = out["feature"]
+            rec, _ = run_single(opened[k], backends[k], inputs[k][i : i + 1], None,
+                                no_exit=k in no_exit)
             times[k].append(time.perf_counter_ns() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+            seg_ns[k].append(rec["segment_latency_ns"][0])
+    per_seg = {}
+    for k, rows in seg_ns.items():
+        width = max(len(r) for r in rows)
+        per_seg[k] = [float(np.median([r[j] for r in rows if len(r) > j])) for j in range(width)]
+    flops = {}
+    for k, b in opened.items():  # FLOPs actually spent on these samples / full FLOPs
+        cum = np.cumsum([seg["flops"] for seg in b.segments])
+        flops[k] = float(np.mean([cum[len(r) - 1] for r in seg_ns[k]])
+                         / b.manifest["cost"]["full_flops"])
+    return {"median_ns": {k: float(np.median(v)) for k, v in times.items()},
+            "segment_median_ns": per_seg, "flops_fraction_these_samples": flops}
+
+
+def remeasure(out: Path, n: int) -> None:
+    """Latency of the bundles a previous run exported, on the first n test images."""
+    x = load_cifar10_jpeg("test").images[:n]
+    for label in ("pure-flops", "latency-aware"):
+        ee = out / f"bundle-ee-{label}"
+        if not ee.exists():
+            continue
+        lat = interleaved_latency({"full": out / "bundle-full", "early-exit": ee,
+                                   "split, exits ignored": ee}, x, {"split, exits ignored"})
+        med = lat["median_ns"]
+        print(f"{label}: {len(load_bundle(ee).segments)} segments, early-exit/full "
+              f"{med['early-exit'] / med['full']:.3f} at "
+              f"{lat['flops_fraction_these_samples']['early-exit']:.3f} of the FLOPs, split "
+              f"overhead {med['split, exits ignored'] / med['full']:.3f} (full "
+              f"{med['full'] / 1e6:.2f} ms)")
 
 
 def main() -> None:
@@ -130,7 +163,12 @@ def main() -> None:
     ap.add_argument("--fit-cost-only", action="store_true")
     ap.add_argument("--skip-fit-cost", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated substrings of variant names")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="only re-time the bundles a previous run left in --out (quiet machine)")
     a = ap.parse_args()
+    if a.remeasure:
+        remeasure(Path(a.out), a.latency_samples)
+        return
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,30 +212,48 @@ def main() -> None:
             he = tt.evaluate(np.asarray(hp.thresholds))
             row[f"{label} <=1pt"] = {"test_cost": he.cost_fraction, "test_acc": he.accuracy}
         rows[name] = row
-        chosen[name] = (heads, p1, e1)
+        chosen[name] = (heads, p1, e1, ct, tt)
         print(f"\n== {name}\n" + json.dumps(row, indent=1))
     report["variants"] = rows
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     # latency: best variant's calib-chosen point vs the full network as one graph
     best = min(rows, key=lambda k: rows[k]["<=1pt (calib-chosen)"]["test_cost"])
-    heads, p1, e1 = chosen[best]
-    set_thresholds(heads, p1.thresholds)
-    ee = export(net, heads, out / "bundle-ee", test, f"resnet56-{best}", {"point": p1.to_json()},
-                overwrite=True)
+    heads, p1, e1, ct, tt = chosen[best]
     full = export(net, heads, out / "bundle-full", test, "resnet56-full", monolithic=True,
                   overwrite=True)
-    idx = np.arange(a.latency_samples)
-    lat = interleaved_latency({"full": full, "early-exit": ee, "split, exits ignored": ee},
-                              test.images[idx], no_exit={"split, exits ignored"})
-    report["latency"] = {"variant": best, "median_ns": lat,
-                         "ee_over_full": lat["early-exit"] / lat["full"],
-                         "split_overhead": lat["split, exits ignored"] / lat["full"],
-                         "flops_fraction_test": e1.cost_fraction,
-                         "segments": len(load_bundle(ee).segments)}
-    print("\nlatency:", json.dumps(report["latency"], indent=1))
+    x_lat = test.images[np.arange(a.latency_samples)]
+    report["latency"] = {}
+
+    def run_point(label: str, point, on_test) -> dict:
+        set_thresholds(heads, point.thresholds)
+        ee = export(net, heads, out / f"bundle-ee-{label}", test, f"resnet56-{best}",
+                    {"point": point.to_json()}, overwrite=True)
+        lat = interleaved_latency({"full": full, "early-exit": ee, "split, exits ignored": ee},
+                                  x_lat, no_exit={"split, exits ignored"})
+        med = lat["median_ns"]
+        row = {"variant": best, **lat, "ee_over_full": med["early-exit"] / med["full"],
+               "split_overhead": med["split, exits ignored"] / med["full"],
+               "flops_fraction_test": on_test.cost_fraction, "test_accuracy": on_test.accuracy,
+               "segments": len(load_bundle(ee).segments)}
+        report["latency"][label] = row
+        print(f"\nlatency, {label}:", json.dumps(row, indent=1))
+        return row
+
+    # (1) thresholds chosen on pure FLOPs: every useful exit is kept
+    row = run_point("pure-flops", p1, e1)
+    # (2) latency-aware: each kept exit is charged the runtime cost of one more segment
+    # measured in (1) (split chain minus monolithic, per extra segment), in FLOPs-equivalent
+    med = row["median_ns"]
+    per_seg_ns = (med["split, exits ignored"] - med["full"]) / max(row["segments"] - 1, 1)
+    overhead = per_seg_ns / med["full"] * ct.costs.full_flops
+    print(f"one more segment costs {per_seg_ns / 1e3:.0f} µs = {overhead / 1e6:.2f} MFLOPs-equivalent")
+    aware = ct.with_costs(replace(ct.costs, exit_overhead_flops=overhead))
+    p2 = pick_max_drop(greedy_path(aware), 0.01)
+    e2 = tt.evaluate(np.asarray(p2.thresholds))
+    row2 = run_point("latency-aware", p2, e2)
+    row2["exit_overhead_flops"] = overhead
     print(PAPER)
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-
 
 if __name__ == "__main__":
     main()

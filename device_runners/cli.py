@@ -18,6 +18,7 @@ from device_runners import __version__
 from device_runners.backends import BACKENDS, open_backend
 from device_runners.errors import EdgeEEError, InputSpecError
 from device_runners.manifest import Bundle, load_bundle, prepare_input
+from device_runners.pixel_runner import is_segmentation
 from device_runners.results import RESULTS_SCHEMA_VERSION, atomic_write_json, environment
 from device_runners.runner import self_check
 from device_runners.session import SessionConfig, measure
@@ -113,10 +114,6 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     t_init = time.perf_counter_ns()
     bundle = load_bundle(args.bundle)
-    backend = open_backend(bundle, args.backend, args.threads)
-    init_ns = time.perf_counter_ns() - t_init
-    check = None if args.skip_self_check else self_check(bundle, backend)
-    x, y = load_input(bundle, args.input, args.limit)
     cfg = SessionConfig(
         mode=args.mode, batch_size=args.batch_size, warmup_runs=args.warmup_runs,
         min_runs=args.min_runs, min_duration_s=args.min_duration_s, no_exit=args.no_exit,
@@ -124,8 +121,15 @@ def _run(args: argparse.Namespace) -> int:
         power_period_ms=args.power_period_ms, idle_s=args.idle_s, meter_csv=args.meter_csv,
         meter_clock_offset_ms=args.meter_clock_offset_ms,
         pin_cores=tuple(int(c) for c in args.pin_cores.split(",")) if args.pin_cores else None)
-    total = len(x) if args.mode == "single" else (len(x) + args.batch_size - 1) // args.batch_size
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    if is_segmentation(bundle):  # per-pixel exits: device_runners/pixel_session.py
+        from device_runners.pixel_session import run_segmentation
+        return run_segmentation(args, bundle, t_init, cfg, lambda n: _Progress(n, args.quiet), log)
+    backend = open_backend(bundle, args.backend, args.threads)
+    init_ns = time.perf_counter_ns() - t_init
+    check = None if args.skip_self_check else self_check(bundle, backend)
+    x, y = load_input(bundle, args.input, args.limit)
+    total = len(x) if args.mode == "single" else (len(x) + args.batch_size - 1) // args.batch_size
     run = measure(bundle, backend, x, y, cfg, _Progress(total, args.quiet), log)
     if not args.quiet:
         print(file=sys.stderr)

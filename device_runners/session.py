@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,22 @@ def _passes(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | Non
 def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | None,
             cfg: SessionConfig, progress: Any = None, log: Any = print) -> dict[str, Any]:
     """Everything a results.json needs beyond the bundle/backend identity, raw."""
+    def warm() -> int:
+        t0 = time.perf_counter_ns()
+        warm_up(bundle, backend, x, 1)
+        first_ns = time.perf_counter_ns() - t0
+        warm_up(bundle, backend, x, max(cfg.warmup_runs - 1, 0))
+        return first_ns
+
+    return measure_window(cfg, warm, lambda: _passes(bundle, backend, x, y, cfg, progress), log)
+
+
+def measure_window(cfg: SessionConfig, warm: Callable[[], int | None],
+                   passes: Callable[[], tuple[dict[str, list], list | None, bool]],
+                   log: Any = print) -> dict[str, Any]:
+    """The protocol around any task's runs: profile, power source, pinning, system state,
+    idle baseline, `warm()` (returns the first inference's ns), then the timed `passes()`
+    inside the power window (returns samples, batches, complete). Raw, for results.json."""
     profile, prof_info = resolve_profile(cfg)
     for w in prof_info["warnings"]:
         log(f"warning: {w}")
@@ -119,12 +136,9 @@ def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | Non
             sampler.start()
             if cfg.idle_s > 0:
                 idle = measure_idle_baseline(sampler, cfg.idle_s).to_dict()
-        t0 = time.perf_counter_ns()
-        warm_up(bundle, backend, x, 1)
-        first_ns = time.perf_counter_ns() - t0
-        warm_up(bundle, backend, x, max(cfg.warmup_runs - 1, 0))
+        first_ns = warm()
         start_ns = sampler.mark("run_start")
-        samples, batches, complete = _passes(bundle, backend, x, y, cfg, progress)
+        samples, batches, complete = passes()
     except KeyboardInterrupt:  # before the timed passes: nothing measured, marked incomplete
         log("interrupted before the measured run")
     finally:

@@ -119,7 +119,7 @@ def _extensions() -> list:
     import importlib
 
     mods = []
-    for name in ("edge_ee.cli_training", "edge_ee.cli_device"):
+    for name in ("edge_ee.cli_training", "edge_ee.cli_device", "edge_ee.cli_seg"):
         try:
             mods.append(importlib.import_module(name).register)
         except ModuleNotFoundError as err:

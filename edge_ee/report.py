@@ -133,7 +133,11 @@ def summarize(results: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
     """Statistics of one run; refuses results that came from another bundle.
 
     The key `series` holds raw arrays for the figures; it is left out of report.json.
+    Segmentation bundles are summarised by `edge_ee.report_seg`.
     """
+    if (bundle.manifest.get("model") or {}).get("task") == "segmentation":
+        from edge_ee.report_seg import summarize_seg
+        return summarize_seg(results, bundle)
     if results["bundle"]["manifest_sha256"] != bundle.manifest_sha256:
         raise ResultsError(
             f"results were recorded with bundle {results['bundle']['manifest_sha256'][:12]}…, "
@@ -257,6 +261,9 @@ def _write_text(path: Path, text: str) -> None:
 def write_report(summaries: list[dict[str, Any]], names: list[str], out_dir: str | Path, *,
                  html: bool = True, figures: bool = True) -> Path:
     """report.md, report.json, tables/*.csv|json, figures/*.png and report.html; returns the .md."""
+    if any(s.get("task") == "segmentation" for s in summaries):
+        from edge_ee.report_seg import write_seg_report
+        return write_seg_report(summaries, names, out_dir, html=html, figures=figures)
     out = Path(out_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     tables = build_tables(summaries, names)

@@ -102,3 +102,25 @@ def test_exit_specs_are_selectable_per_exit() -> None:
     assert v[3] is None
     with pytest.raises(ConfigError, match=r"0\.\.3"):
         FitConfig(exit_at=((7, ExitSpec()),)).variant(4)
+
+
+def test_centred_lda_scores_keep_decisions_and_shrink_magnitudes() -> None:
+    """LinearScorer.centered: the same softmax/margin/argmax as W x + b, smaller numbers."""
+    from edge_ee.exits.heads import LinearScorer
+    g = torch.Generator().manual_seed(0)
+    d, k = 64, 10
+    x = torch.randn(500, d, generator=g, dtype=torch.float64) * 3 + 40  # large offset, as features are
+    # LDA weights μ_k Σ⁻¹ share a large common part; the class-specific part is small
+    w = torch.randn(1, d, generator=g, dtype=torch.float64) + 0.1 * torch.randn(
+        k, d, generator=g, dtype=torch.float64)
+    b = torch.randn(k, generator=g, dtype=torch.float64) * 5
+    plain = x @ w.T + b
+    centred = LinearScorer.centered(w, b, x.mean(0)).double()
+    z = centred.raw(x)
+    assert torch.allclose(torch.softmax(z, 1), torch.softmax(plain, 1), atol=1e-5)
+    assert torch.equal(z.argmax(1), plain.argmax(1))
+    top = plain.topk(2, 1).values
+    ztop = z.topk(2, 1).values
+    # the scorer stores float32 constants: agreement to float32 rounding
+    assert torch.allclose(top[:, 0] - top[:, 1], ztop[:, 0] - ztop[:, 1], atol=1e-3)
+    assert z.abs().max() < plain.abs().max() / 3

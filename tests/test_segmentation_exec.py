@@ -1,11 +1,12 @@
-"""Gathered pixel-exit execution vs the dense masked reference, masked FLOPs, ONNX export.
+"""Gathered pixel-exit execution vs the dense masked reference, masked FLOPs.
+
+ONNX bundles and the device runner are tested in test_segmentation_bundle.py.
 
 Uses the shipped weights and real CamVid test images from ../shared/data.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,25 +82,6 @@ def test_bad_thresholds() -> None:
         check_thresholds(np.full(11, 0.0), 11)
 
 
-@pytest.mark.shared_data
-@NO_DATA
-def test_onnx_export_agrees_with_torch(setup, tmp_path: Path) -> None:
-    from edge_ee.segmentation.export import export_segments
-    from edge_ee.segmentation.ort_runner import FullRunner
-
-    model, x = setup
-    thr = {"t": np.linspace(0.85, 0.99, 11)}
-    rep = export_segments(model, tmp_path, thr, x[:2])
-    assert rep.max_abs_diff["t"] < 1e-4 and rep.mask_agreement["t"] >= 0.999
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x[:1]))[-1]
-        from edge_ee.segmentation.model import upsample_logits
-
-        ref_pred = upsample_logits(ref, (120, 160)).argmax(1)[0].numpy()
-    got = FullRunner(tmp_path).run(np.ascontiguousarray(x[:1]))
-    assert (got.prediction == ref_pred).mean() > 0.999
-
-
 def test_weights_sha256_checked(tmp_path: Path) -> None:
     from edge_ee.segmentation.model import WEIGHTS_FILE, load_pretrained
 
@@ -109,13 +91,3 @@ def test_weights_sha256_checked(tmp_path: Path) -> None:
         (WEIGHTS_FILE.parent / (WEIGHTS_FILE.name + ".sha256")).read_text())
     with pytest.raises(SegmentationError, match="sha256"):
         load_pretrained(bad)
-
-
-def test_ort_runner_is_torch_free() -> None:
-    import subprocess
-
-    code = ("import sys; sys.modules['torch'] = None; "
-            "import edge_ee.segmentation.ort_runner as r; print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], check=False)
-    assert out.stdout.strip() == "ok", out.stderr

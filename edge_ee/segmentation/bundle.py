@@ -1,0 +1,289 @@
+"""Write a segmentation edge-ee bundle: one bundle per threshold configuration.
+
+Why one bundle per configuration (and not one folder with all configs): a bundle is the
+unit the device verifies, self-checks and names in its results (`manifest_sha256`), and
+the decision rule (the thresholds) is part of the graphs; one configuration per bundle
+keeps "which rule produced these numbers" unambiguous, and the report compares
+configurations by putting several results side by side, as for classification. The
+graphs are small (≈ 0.5 MB per bundle), so the duplicated files cost little.
+
+Contents: `manifest.json` (the contract of `device_runners.manifest`, `model.task =
+"segmentation"`, plus a `segmentation` section: token grid, void label, per-class
+thresholds, the per-token cost model, the `assemble` graph), `seg{s}.onnx` per exit and
+`assemble.onnx` — or one `full.onnx` for the monolithic network — and `golden.npz`
+(real images, every segment's torch outputs on torch's own remaining-token index, and the
+end-to-end token exit map and class map). Written into a temporary folder, checked with
+the device code (checksums, golden self-check, agreement with torch's gathered execution
+on real images) and only then renamed into place; a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import edge_ee
+from device_runners.manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, load_bundle, sha256_file
+from device_runners.manifest import validate_manifest as validate_manifest_structure
+from device_runners.pixel_runner import TASK, PixelRunner, self_check
+from device_runners.results import atomic_write_json
+from edge_ee.errors import BundleError, ExportValidationError, SelfCheckError
+from edge_ee.segmentation.data import CLASS_NAMES, IGNORE_INDEX, MEAN_RGB, STD_RGB
+from edge_ee.segmentation.export import (
+    SEG0_INPUTS,
+    SEG_INPUTS,
+    SEG_OUTPUTS,
+    Assemble,
+    FullNet,
+    export_graph,
+    segment_modules,
+)
+from edge_ee.segmentation.model import EarlyExitSegNet
+from edge_ee.segmentation.pixel_exit import CostModel, check_thresholds, gathered_forward
+
+
+@dataclass(frozen=True)
+class SegBundleOptions:
+    """Golden I/O size and the tolerances the export and the device self-check use."""
+
+    golden_count: int = 2
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    confidence_atol: float = 2e-3  # exit decisions this close to a threshold may flip
+    min_exit_agreement: float = 0.999
+    min_pixel_agreement: float = 0.999
+    overwrite: bool = False
+
+
+def write_seg_bundle(model: EarlyExitSegNet, out_dir: str | Path, thresholds: np.ndarray | None,
+                     validation_images: np.ndarray, calibration: dict[str, Any] | None = None,
+                     name: str = "camvid-eeseg", source_sha256: str | None = None,
+                     options: SegBundleOptions = SegBundleOptions()) -> Path:
+    """Export, check and atomically place a bundle; `thresholds=None`: monolithic network.
+
+    validation_images: normalised float32 (N,3,H,W) real images (the first
+    `golden_count` become the golden inputs).
+    """
+    out = Path(out_dir)
+    if out.exists() and not options.overwrite:
+        raise BundleError(f"{out} exists; pass --overwrite or choose another folder")
+    vx = np.ascontiguousarray(validation_images, dtype=np.float32)
+    if vx.ndim != 4 or len(vx) < 1:
+        raise ExportValidationError("validation needs at least one real (N,3,H,W) image")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        model.eval()
+        _write_into(tmp, model, thresholds, vx, calibration, name, source_sha256, options)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _segments(tmp: Path, model: EarlyExitSegNet, t: torch.Tensor | None, vx: np.ndarray,
+              cost: CostModel, kind: str) -> list[dict[str, Any]]:
+    """Export the graphs; their manifest entries (FLOPs with every token active)."""
+    cfg = model.config
+    img = torch.from_numpy(vx[:1])
+    n = cost.num_tokens
+    if t is None:
+        export_graph(FullNet(model).eval(), (img,), tmp / "full.onnx", SEG0_INPUTS, ["prediction"])
+        return [{"index": 0, "name": "full", "files": {"onnx": "full.onnx"},
+                 "inputs": SEG0_INPUTS, "outputs": ["prediction"], "flops": int(cost.full_flops()),
+                 "dense_flops": int(cost.stem_flops + sum(cost.dense_flops)),
+                 "per_token_flops": int(sum(cost.per_token_flops)),
+                 "params": sum(p.numel() for p in model.parameters()),
+                 "stages": list(range(cfg.num_exits)),
+                 "exit": {"kind": "final", "point": f"exit{cfg.num_exits - 1}", "threshold": None,
+                          "outputs": {"prediction": "int64 (1,H,W) class map"}}}]
+    mods = segment_modules(model, t)
+    with torch.no_grad():
+        x0 = model.stem(img)
+    example_idx = torch.arange(0, n, 3)
+    segs = []
+    for s, mod in enumerate(mods):
+        f = f"seg{s}.onnx"
+        if s == 0:
+            export_graph(mod, (img,), tmp / f, SEG0_INPUTS, SEG_OUTPUTS)
+        else:
+            export_graph(mod, (x0, example_idx), tmp / f, SEG_INPUTS, SEG_OUTPUTS, dynamic_idx=True)
+        last = s == len(mods) - 1
+        dense = cost.dense_flops[s] + (cost.stem_flops if s == 0 else 0)
+        params = sum(p.numel() for p in mod.parameters())
+        segs.append({
+            "index": s, "name": f"seg{s}", "files": {"onnx": f},
+            "inputs": SEG0_INPUTS if s == 0 else SEG_INPUTS, "outputs": SEG_OUTPUTS,
+            "flops": int(dense + n * cost.per_token_flops[s]), "dense_flops": int(dense),
+            "per_token_flops": int(cost.per_token_flops[s]), "params": int(params),
+            "stages": [s],
+            "exit": {"kind": "final" if last else kind, "point": f"exit{s}", "threshold": None,
+                     "thresholds": None if last else [float(v) for v in t],
+                     "granularity": "token (4x4 pixels)",
+                     "outputs": {"feature": "float32 (1,C,h,w) grid to pass on",
+                                 "logits": "float32 (M,K) of the tokens run",
+                                 "exit_mask": "bool (M,): OR_k softmax_k >= T_k (all true last)"}},
+        })
+    export_graph(Assemble(cfg.image_hw).eval(), (torch.zeros(1, cfg.num_classes, *cfg.token_hw),),
+                 tmp / "assemble.onnx", ["logits"], ["prediction"])
+    return segs
+
+
+def _golden(model: EarlyExitSegNet, t: torch.Tensor | None, gx: np.ndarray) -> dict[str, np.ndarray]:
+    """Golden inputs, every segment's torch outputs (on torch's remaining tokens), end to end."""
+    cfg = model.config
+    n = cfg.token_hw[0] * cfg.token_hw[1]
+    g: dict[str, np.ndarray] = {"input": gx}
+    mods = None if t is None else segment_modules(model, t)
+    with torch.no_grad():
+        for i in range(len(gx)):
+            img = torch.from_numpy(gx[i:i + 1])
+            if mods is None:
+                g[f"img{i}/prediction"] = FullNet(model).eval()(img)[0].numpy()
+                g[f"img{i}/token_exit"] = np.full(n, cfg.num_exits - 1, np.int64)
+                continue
+            idx = torch.arange(n)
+            feat = None
+            for s, mod in enumerate(mods):
+                if s > 0:
+                    use = idx if idx.numel() else torch.arange(n)  # keep every graph checked
+                    g[f"img{i}/seg{s}/idx"] = use.numpy()
+                    feat, logits, mask = mod(feat, use)
+                else:
+                    feat, logits, mask = mod(img)
+                for k, v in zip(SEG_OUTPUTS, (feat, logits, mask), strict=True):
+                    g[f"img{i}/seg{s}/{k}"] = v.numpy()
+                if idx.numel():
+                    idx = idx[~mask]
+            ref = gathered_forward(model, img, t)
+            g[f"img{i}/token_exit"] = ref.exit_index.reshape(-1).numpy()
+            g[f"img{i}/prediction"] = ref.full_res_prediction(cfg.image_hw)[0].numpy()
+    return g
+
+
+def _manifest(model: EarlyExitSegNet, segments: list[dict[str, Any]], t: torch.Tensor | None,
+              cost: CostModel, kind: str, calibration: dict[str, Any] | None, name: str,
+              source_sha256: str | None, options: SegBundleOptions, tmp: Path,
+              golden_count: int) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    cfg = model.config
+    h, w = cfg.image_hw
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
+    return {
+        "schema_version": BUNDLE_SCHEMA_VERSION, "kind": "edge-ee-bundle",
+        "model": {"name": name, "task": TASK, "granularity": "token",
+                  "variant": "monolithic" if t is None else kind, "source_sha256": source_sha256,
+                  "architecture": {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in asdict(cfg).items()}},
+        "input": {"name": "image", "shape": [None, 3, h, w], "dtype": "float32", "layout": "NCHW",
+                  "normalisation": "(x/255 - mean) / std per RGB channel",
+                  "raw": {"dtype": "uint8", "shape": [None, h, w, 3], "layout": "NHWC",
+                          "scale": 1.0 / 255.0, "mean": MEAN_RGB.tolist(), "std": STD_RGB.tolist()}},
+        "classes": list(CLASS_NAMES[:cfg.num_classes]),
+        "segments": segments,
+        "segmentation": {
+            "image_hw": [h, w], "token_hw": list(cfg.token_hw), "token_stride": 4,
+            "num_exits": cfg.num_exits, "monolithic": t is None, "void_label": IGNORE_INDEX,
+            "thresholds": None if t is None else [float(v) for v in t], "threshold_kind": kind,
+            "exit_rule": "a token stops at exit n when OR_k softmax_k >= T_k; its logits there "
+                         "are final; stopped tokens keep their last feature for later mixes",
+            "assemble": None if t is None else {"files": {"onnx": "assemble.onnx"},
+                                                "inputs": ["logits"], "outputs": ["prediction"]},
+            "cost": {"stem_flops": cost.stem_flops, "dense_flops": list(cost.dense_flops),
+                     "per_token_flops": list(cost.per_token_flops), "num_tokens": cost.num_tokens,
+                     "full_flops": cost.full_flops(),
+                     "rule": "FLOPs(image) = stem + sum over exits s reached by any token of "
+                             "(dense_flops[s] + tokens_reaching_s * per_token_flops[s])"},
+        },
+        "cost": {"full_flops": cost.full_flops(),
+                 "total_flops_all_segments": sum(s["flops"] for s in segments)},
+        "calibration": calibration,
+        "golden": {"file": "golden.npz", "count": golden_count, "atol": options.atol,
+                   "rtol": options.rtol, "confidence_atol": options.confidence_atol,
+                   "min_exit_agreement": options.min_exit_agreement,
+                   "min_pixel_agreement": options.min_pixel_agreement},
+        "preferred_format": "onnx",
+        "provenance": {"edge_ee_version": edge_ee.__version__, "torch_version": torch.__version__,
+                       "onnx_version": onnx.__version__, "onnx_opset": 20,
+                       "onnxruntime_version": onnxruntime.__version__,
+                       "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+        "files": files,
+    }
+
+
+def _write_into(tmp: Path, model: EarlyExitSegNet, thresholds: np.ndarray | None, vx: np.ndarray,
+                calibration: dict[str, Any] | None, name: str, source_sha256: str | None,
+                options: SegBundleOptions) -> None:
+    cfg = model.config
+    t = None if thresholds is None else check_thresholds(thresholds, cfg.num_classes)
+    kind = (calibration or {}).get("kind", "thresholds") if t is not None else "monolithic"
+    cost = CostModel.of(model)
+    segments = _segments(tmp, model, t, vx, cost, kind)
+    gx = vx[:max(1, options.golden_count)]
+    with open(tmp / "golden.npz", "wb") as f:
+        np.savez(f, **_golden(model, t, gx))
+    manifest = _manifest(model, segments, t, cost, kind, calibration, name, source_sha256, options,
+                         tmp, len(gx))
+    validate_manifest_structure(manifest)
+    atomic_write_json(tmp / MANIFEST, manifest)
+    bundle = load_bundle(tmp)
+    runner = PixelRunner(bundle)
+    try:
+        manifest["self_check"] = self_check(bundle, runner)
+    except SelfCheckError as err:
+        raise ExportValidationError(f"golden self-check failed at export: {err}") from err
+    manifest["validation"] = validate_against_torch(model, runner, t, vx, options)
+    atomic_write_json(tmp / MANIFEST, manifest)
+
+
+def validate_against_torch(model: EarlyExitSegNet, runner: PixelRunner, t: torch.Tensor | None,
+                           vx: np.ndarray, options: SegBundleOptions) -> dict[str, Any]:
+    """Device pipeline vs torch's gathered execution on real images; raises if they differ."""
+    cfg = model.config
+    worst, same, pix, total_tok, total_pix = 0.0, 0, 0, 0, 0
+    with torch.no_grad():
+        for i in range(len(vx)):
+            img = torch.from_numpy(vx[i:i + 1])
+            got = runner.run(np.ascontiguousarray(vx[i:i + 1]))
+            if t is None:
+                ref_pred = FullNet(model).eval()(img)[0].numpy()
+            else:
+                ref = gathered_forward(model, img, t)
+                ref_pred = ref.full_res_prediction(cfg.image_hw)[0].numpy()
+                ref_e = ref.exit_index.reshape(-1).numpy()
+                ref_l = ref.logits[0].reshape(cfg.num_classes, -1).t().numpy()
+                eq = ref_e == got.token_exit
+                same += int(eq.sum())
+                total_tok += eq.size
+                if eq.any():
+                    worst = max(worst, float(np.abs(ref_l[eq] - got.token_logits[eq]).max()))
+            pix += int((ref_pred == got.prediction).sum())
+            total_pix += ref_pred.size
+    exit_agree = same / total_tok if total_tok else 1.0
+    pix_agree = pix / total_pix
+    if worst > options.atol or exit_agree < options.min_exit_agreement or \
+            pix_agree < options.min_pixel_agreement:
+        raise ExportValidationError(
+            f"ONNX bundle vs torch on {len(vx)} images: max |Δlogits| {worst:.2e} (atol "
+            f"{options.atol}), token exit agreement {exit_agree:.5f} (min "
+            f"{options.min_exit_agreement}), pixel agreement {pix_agree:.5f} (min "
+            f"{options.min_pixel_agreement}); the export is wrong — re-export in eval mode")
+    return {"images": len(vx), "max_abs_logit_diff": worst, "exit_agreement": exit_agree,
+            "pixel_agreement": pix_agree, "reference": "torch gathered_forward"}
