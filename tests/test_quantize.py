@@ -119,3 +119,36 @@ def test_int8_validation_rejects_bad_chain() -> None:
             "confidence": np.zeros(10, np.float32), "exit": np.zeros(10, bool)}]
     with pytest.raises(ExportValidationError, match=r"exit agreement 0\.00%"):
         validate_int8([Plan()], Flipped(), x, ref, Int8Tolerance())
+
+
+@pytest.mark.shared_data
+def test_int8_files_lean(int8_bundle: Path) -> None:
+    """int8 ONNX: no exporter debug metadata; float heads keep large constants float16 (cast
+    back to float32 in the graph) where that changed no decision, as the manifest says."""
+    from device_runners.manifest import load_bundle
+    b = load_bundle(int8_bundle)
+    segs = b.manifest["quantization"]["formats"]["onnx-int8"]["segments"]
+    assert b.manifest["quantization"]["formats"]["onnx-int8"]["activations"].startswith("uint8")
+    for s, entry in zip(segs, b.segments, strict=True):
+        m = onnx.load(str(b.root / entry["files"]["onnx-int8"]))
+        assert not any(n.metadata_props for n in m.graph.node)
+        half = {i.name for i in m.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+        if s["heads"] == "int8":
+            assert "head_constants" not in s and not half
+            continue
+        assert s["head_constants"] == ("float32" if s.get("head_constants_float16_changes_decisions")
+                                       else s["head_constants"])
+        if s["head_constants"] == "float16":
+            assert half == {f"{n}_fp16" for n in s["float16_constants"]}
+            assert all(not n.endswith("threshold") for n in s["float16_constants"])
+            casts = [n for n in m.graph.node if n.op_type == "Cast"]
+            assert {n.output[0] for n in casts} >= set(s["float16_constants"])
+
+
+def test_reader_batches_equal() -> None:
+    from converters.quantize import _Reader
+    for n in (1, 7, 30, 510, 512):
+        r, sizes = _Reader("x", np.zeros((n, 2), np.float32)), []
+        while (b := r.get_next()) is not None:
+            sizes.append(len(b["x"]))
+        assert sum(sizes) == n and len(set(sizes)) == 1 and sizes[0] <= 16
