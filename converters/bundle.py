@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ import onnx
 import torch
 
 import edge_ee
+from converters.atomic import atomic_dir
 from converters.onnx_export import export_onnx
 from converters.quantize import (
     QUANT_METHODS,
@@ -126,22 +125,9 @@ def write_bundle(plans: Sequence[SegmentPlan], spec: BundleSpec, out_dir: str | 
         raise BundleError(f"{out} exists; pass --overwrite (overwrite=True) or choose another folder")
     if len(validation_x) < 1:
         raise ExportValidationError("validation needs at least one real sample")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         _write_into(tmp, plans, spec, validation_x, golden_count, tol, calibration, full_flops,
                     formats, cx, int8_heads, int8_tol)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

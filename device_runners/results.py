@@ -41,6 +41,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # the usual file mode, not mkstemp's 0600
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, default=_default)
             f.write("\n")

@@ -20,8 +20,6 @@ on real images) and only then renamed into place; a failure leaves nothing behin
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 import edge_ee
+from converters.atomic import atomic_dir
 from device_runners.manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, load_bundle, sha256_file
 from device_runners.manifest import validate_manifest as validate_manifest_structure
 from device_runners.pixel_runner import TASK, PixelRunner, self_check
@@ -77,22 +76,9 @@ def write_seg_bundle(model: EarlyExitSegNet, out_dir: str | Path, thresholds: np
     vx = np.ascontiguousarray(validation_images, dtype=np.float32)
     if vx.ndim != 4 or len(vx) < 1:
         raise ExportValidationError("validation needs at least one real (N,3,H,W) image")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.eval()
         _write_into(tmp, model, thresholds, vx, calibration, name, source_sha256, options)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
