@@ -2,12 +2,16 @@
 
 Class statistics and thresholds come from the train split only (45k statistics, 5k held
 out for calibration); accuracy and cost are measured on the 10k test split. One
-statistics pass and one calibration pass serve every variant. Then the chosen
-operating point is exported, and edge-ee-run's backend is timed against the full model
-as one ONNX graph (interleaved, batch 1, 1 thread), plus the split overhead (every exit
-ignored). Fitting cost is measured on a 5k subset in multiples of a plain forward pass.
+statistics pass and one calibration pass serve every variant. Then the best variant's
+operating point is exported twice and timed with edge-ee-run's `run_single` against the
+full model as one ONNX graph (interleaved, batch 1, 1 thread), with the split overhead
+(every exit ignored): (1) thresholds chosen on pure FLOPs (keeps every useful exit),
+(2) latency-aware thresholds, each kept exit charged the measured cost of one more
+segment. Fitting cost is measured on 2000 samples in multiples of a plain forward pass.
 
     python benchmarks/bench_e2cm_resnet56.py [--weights ...resnet56.npz] [--out bench-out]
+    python benchmarks/bench_e2cm_resnet56.py --skip-fit-cost --only "lda pool4 margin"
+    python benchmarks/bench_e2cm_resnet56.py --remeasure --out DIR   # re-time, quiet machine
 """
 
 from __future__ import annotations
