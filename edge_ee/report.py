@@ -258,6 +258,23 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def write_tables_and_figures(out: Path, tables: list[Any], pngs: dict[str, tuple[str, bytes]]
+                             ) -> dict[str, str]:
+    """tables/<name>.csv|json and figures/<key>.png under `out`; returns {title: relative path}."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for t in tables:
+        _write_text(out / "tables" / f"{t.name}.csv", t.to_csv())
+        atomic_write_json(out / "tables" / f"{t.name}.json",
+                          {"title": t.title, "note": t.note, "rows": t.records()})
+    paths: dict[str, str] = {}
+    if pngs:
+        (out / "figures").mkdir(exist_ok=True)
+    for key, (title, data) in pngs.items():
+        (out / "figures" / f"{key}.png").write_bytes(data)
+        paths[title] = f"figures/{key}.png"
+    return paths
+
+
 def write_report(summaries: list[dict[str, Any]], names: list[str], out_dir: str | Path, *,
                  html: bool = True, figures: bool = True) -> Path:
     """report.md, report.json, tables/*.csv|json, figures/*.png and report.html; returns the .md."""
@@ -265,22 +282,12 @@ def write_report(summaries: list[dict[str, Any]], names: list[str], out_dir: str
         from edge_ee.report_seg import write_seg_report
         return write_seg_report(summaries, names, out_dir, html=html, figures=figures)
     out = Path(out_dir)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
     tables = build_tables(summaries, names)
-    for t in tables:
-        _write_text(out / "tables" / f"{t.name}.csv", t.to_csv())
-        atomic_write_json(out / "tables" / f"{t.name}.json",
-                          {"title": t.title, "note": t.note, "rows": t.records()})
     pngs: dict[str, tuple[str, bytes]] = {}
     if figures or html:
         from edge_ee.report_plots import make_figures
         pngs = make_figures(summaries, names)
-    fig_paths: dict[str, str] = {}
-    if figures:
-        (out / "figures").mkdir(exist_ok=True)
-        for key, (title, data) in pngs.items():
-            (out / "figures" / f"{key}.png").write_bytes(data)
-            fig_paths[title] = f"figures/{key}.png"
+    fig_paths = write_tables_and_figures(out, tables, pngs if figures else {})
     _write_text(out / "report.md", to_markdown(summaries, names, fig_paths))
     clean = [{k: v for k, v in s.items() if k != "series"} for s in summaries]
     atomic_write_json(out / "report.json", dict(zip(names, clean, strict=True)))

@@ -26,6 +26,7 @@ import numpy as np
 from device_runners.manifest import Bundle
 from device_runners.results import atomic_write_json
 from edge_ee.errors import ResultsError
+from edge_ee.report import _write_text, write_tables_and_figures
 from edge_ee.report_tables import Table, table_markdown
 
 OVERLAY_IMAGES = 3
@@ -210,25 +211,15 @@ def write_seg_report(sums: list[dict[str, Any]], names: list[str], out_dir: str 
         raise ResultsError("cannot mix segmentation and classification runs in one report; "
                            "report them separately")
     out = Path(out_dir)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
     tables = build_seg_tables(sums, names)
-    for t in tables:
-        (out / "tables" / f"{t.name}.csv").write_text(t.to_csv())
-        atomic_write_json(out / "tables" / f"{t.name}.json",
-                          {"title": t.title, "note": t.note, "rows": t.records()})
     pngs: dict[str, tuple[str, bytes]] = {}
     if figures or html:
         from edge_ee.report_seg_plots import make_seg_figures
         pngs = make_seg_figures(sums, names)
-    paths: dict[str, str] = {}
-    if figures:
-        (out / "figures").mkdir(exist_ok=True)
-        for key, (title, data) in pngs.items():
-            (out / "figures" / f"{key}.png").write_bytes(data)
-            paths[title] = f"figures/{key}.png"
-    (out / "report.md").write_text(_md(sums, names, tables, paths))
+    paths = write_tables_and_figures(out, tables, pngs if figures else {})
+    _write_text(out / "report.md", _md(sums, names, tables, paths))
     clean = [{k: v for k, v in s.items() if k != "series"} for s in sums]
     atomic_write_json(out / "report.json", dict(zip(names, clean, strict=True)))
     if html:
-        (out / "report.html").write_text(_html(names, tables, pngs))
+        _write_text(out / "report.html", _html(names, tables, pngs))
     return out / "report.md"

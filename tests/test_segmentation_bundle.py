@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from device_runners.errors import ChecksumError, InputSpecError, SelfCheckError
+from edge_ee.data import shared_data_dir
 from edge_ee.errors import EdgeEEError, ExportValidationError
 from edge_ee.segmentation.errors import SegmentationError
 
 ROOT = Path(__file__).resolve().parents[1]
-CAMVID = ROOT.parent / "shared" / "data" / "camvid-120x160.npz"
+CAMVID = shared_data_dir() / "camvid-120x160.npz"
 pytestmark = pytest.mark.shared_data
 ALPHA, BETA = 0.9, 0.998
 

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from edge_ee.data import shared_data_dir
 from edge_ee.segmentation.errors import SegmentationError
 
-CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid-120x160.npz"
+CAMVID = shared_data_dir() / "camvid-120x160.npz"
 NO_DATA = pytest.mark.skipif(
     not CAMVID.is_file(),
-    reason=f"real CamVid data not found at {CAMVID} (../shared/data relative to the project)")
+    reason=f"real CamVid data not found at {CAMVID} (../shared/data or $EDGE_EE_DATA)")
 
 
 @pytest.fixture(scope="module")
