@@ -27,7 +27,7 @@ from device_runners.manifest import Bundle
 from device_runners.results import atomic_write_json
 from edge_ee.errors import ResultsError
 from edge_ee.report import _write_text, write_tables_and_figures
-from edge_ee.report_tables import Table, table_markdown
+from edge_ee.report_tables import ESTIMATED, Table, fmt, table_markdown
 
 OVERLAY_IMAGES = 3
 
@@ -145,8 +145,10 @@ def build_seg_tables(sums: list[dict[str, Any]], names: list[str]) -> list[Table
                      _ms(lat.get("p50")), _ms(lat.get("mean")), _ms(lat.get("p90")),
                      None if not b_lat else 100 * (lat["p50"] / b_lat - 1),
                      "/".join(f"{100 * f:.1f}" for f in s["exit_fractions"]),
-                     None if e is None else e.get("energy_per_inference_mj")])
-    overview = Table("seg_overview", "mIoU vs GFLOPs vs measured latency (per image)",
+                     _energy(e)])
+    est = any(s.get("energy") and s["energy"]["is_estimate"] for s in sums)
+    overview = Table("seg_overview", "mIoU vs GFLOPs vs measured latency (per image)"
+                     + (" — energy ESTIMATED from the hardware profile, not measured" if est else ""),
                      ["run", "variant", "images", "miou_pct", "gflops", "gflops_vs_base_pct",
                       "latency_p50_ms", "latency_mean_ms", "latency_p90_ms",
                       "latency_p50_vs_base_pct", "tokens_exiting_per_exit_pct",
@@ -179,6 +181,9 @@ def _md(sums: list[dict[str, Any]], names: list[str], tables: list[Table],
             lines.append(f"- warning: {nm}: the run was interrupted")
         if s["miou"] is None:
             lines.append(f"- {nm}: no labels were given to edge-ee-run, so no mIoU")
+        e = s.get("energy") or {}
+        for note in [*e.get("caveats", []), *e.get("warnings", [])]:
+            lines.append(f"- energy, {nm}: {note}")
     for t in tables:
         lines += table_markdown(t)
     for title, path in figures.items():
@@ -202,6 +207,12 @@ def _html(names: list[str], tables: list[Table], pngs: dict[str, tuple[str, byte
     parts += [table_html(t) for t in tables[1:]]
     parts.append("</main></body></html>")
     return "\n".join(parts)
+
+
+def _energy(e: dict[str, Any] | None) -> Any:
+    """Energy per image; an estimate says so in the cell itself."""
+    v = None if e is None else e.get("energy_per_inference_mj")
+    return v if v is None or not e["is_estimate"] else f"{fmt(v)} ({ESTIMATED})"
 
 
 def write_seg_report(sums: list[dict[str, Any]], names: list[str], out_dir: str | Path, *,

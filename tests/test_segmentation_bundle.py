@@ -196,3 +196,22 @@ def test_seg_build_rejects_bad_ranges(flags: list[str], tmp_path: Path, capsys) 
     assert "edge-ee: error:" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
     assert issubclass(SegmentationError, EdgeEEError)
+
+
+def test_estimated_energy_is_labelled_in_the_segmentation_report(bundles, samples,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "est.json"
+    r = _run(str(bundles["cbt"]), "--input", str(samples), "--out", str(out), "--profile",
+             "generic-x86_64", "--power-source", "estimated", "--idle-s", "0", "--warmup-runs", "1",
+             "--min-duration-s", "2.5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["power"]["is_estimate"] is True
+    from edge_ee.cli import main
+    rep = tmp_path / "rep"
+    assert main(["report", str(out), "--bundle", str(bundles["cbt"]), "--names", "cbt",
+                 "--out", str(rep)]) == 0
+    md = (rep / "report.md").read_text()
+    assert "ESTIMATED" in md and "(estimated)" in md
+    assert "- energy, cbt: ESTIMATED, not measured" in md  # the source's caveat, spelled out
+    assert "(estimated)" in (rep / "tables" / "seg_overview.csv").read_text()
+    assert "ESTIMATED" in (rep / "report.html").read_text()
