@@ -28,6 +28,7 @@ import torch
 from device_runners.backends import open_backend
 from device_runners.manifest import load_bundle, prepare_input
 from device_runners.runner import run_single
+from edge_ee.boundary import measure_boundary_flops
 from edge_ee.calibrate import greedy_path, pick_budget, pick_max_drop, random_hull
 from edge_ee.cost import cost_table
 from edge_ee.data import load_cifar10_jpeg, shared_data_dir
@@ -144,7 +145,7 @@ def interleaved_latency(bundles: dict[str, Path], x: np.ndarray, no_exit: set[st
 def remeasure(out: Path, n: int) -> None:
     """Latency of the bundles a previous run exported, on the first n test images."""
     x = load_cifar10_jpeg("test").images[:n]
-    for label in ("pure-flops", "latency-aware"):
+    for label in ("pure-flops", "latency-aware", "latency-aware-per-exit"):
         ee = out / f"bundle-ee-{label}"
         if not ee.exists():
             continue
@@ -256,6 +257,14 @@ def main() -> None:
     e2 = tt.evaluate(np.asarray(p2.thresholds))
     row2 = run_point("latency-aware", p2, e2)
     row2["exit_overhead_flops"] = overhead
+    # (3) latency-aware with each exit's own boundary cost (edge_ee.boundary, as
+    # `edge-ee build --latency-aware` does): cuts in wide early stages cost more
+    per_exit = measure_boundary_flops(net, heads, ct.costs.full_flops)
+    print("boundary cost per exit (MFLOPs-equivalent):", [round(v / 1e6, 2) for v in per_exit])
+    aware3 = ct.with_costs(replace(ct.costs, exit_overhead_flops=per_exit))
+    p3 = pick_max_drop(greedy_path(aware3), 0.01)
+    row3 = run_point("latency-aware-per-exit", p3, tt.evaluate(np.asarray(p3.thresholds)))
+    row3["exit_overhead_flops"] = list(per_exit)
     print(PAPER)
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
 

@@ -41,6 +41,10 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-overhead-flops", type=float, default=0.0,
                    help="FLOPs-equivalent charged per kept exit for its extra runtime call "
                         "in the threshold search (the demo measures it; 0 = pure FLOPs)")
+    p.add_argument("--latency-aware", action="store_true",
+                   help="measure what each exit's segment boundary costs on this machine "
+                        "(runtime call, exit head, layout reorders) and charge it in the "
+                        "threshold search instead of --exit-overhead-flops")
 
 
 def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
@@ -61,7 +65,7 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
     return FitConfig(exit_spec=spec, exits=exits, exit_at=tuple(exit_at), calib_fraction=a.calib_fraction,
                      search=a.search, random_vectors=a.random_vectors, max_drop=a.max_drop,
                      budget=a.budget, batch_size=a.batch_size, seed=a.seed,
-                     exit_overhead_flops=a.exit_overhead_flops)
+                     exit_overhead_flops=a.exit_overhead_flops, latency_aware=a.latency_aware)
 
 
 def build_parser() -> argparse.ArgumentParser:

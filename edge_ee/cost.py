@@ -31,9 +31,9 @@ class CostTable:
     stage_flops: tuple[int, ...]
     classifier_flops: int
     head_flops: tuple[int, ...]
-    # FLOPs-equivalent charged per kept exit for the extra runtime call it costs (a segment
-    # boundary): 0 counts pure FLOPs; `measure_call_overhead_flops` measures it.
-    exit_overhead_flops: float = 0.0
+    # FLOPs-equivalent charged per kept exit for the segment boundary it adds, one value for
+    # all exits or one per exit: 0 counts pure FLOPs; `edge_ee.boundary` measures it.
+    exit_overhead_flops: float | tuple[float, ...] = 0.0
 
     @property
     def full_flops(self) -> int:
@@ -47,7 +47,8 @@ class CostTable:
 
     def heads_array(self) -> np.ndarray:
         """Head FLOPs (+ call overhead) per exit; 0 for the final classifier (in the backbone)."""
-        heads = np.asarray(self.head_flops, np.float64) + self.exit_overhead_flops
+        heads = np.asarray(self.head_flops, np.float64) + np.asarray(self.exit_overhead_flops,
+                                                                     np.float64)
         return np.append(heads, 0.0)
 
     def to_json(self) -> dict:

@@ -73,8 +73,8 @@ def run_demo(cfg: DemoConfig) -> Path:
              "exit-split bundle (each validated against torch)")
     full = export(net, fitted.heads, out / "full", test, "fashion-cnn-full", None, source,
                   monolithic=True, overwrite=True)
-    fit_cfg = cfg.fit
-    if cfg.latency_aware:
+    fit_cfg = fitted.config or cfg.fit  # --latency-aware: boundary costs measured in fit_exits
+    if cfg.latency_aware and not cfg.fit.latency_aware:
         overhead = measure_call_overhead_flops(str(full / "seg0.onnx"), fitted.costs.full_flops)
         fit_cfg = replace(cfg.fit, exit_overhead_flops=overhead)
         print(f"      one extra runtime call costs as much as {overhead / 1e6:.2f} MFLOPs here "

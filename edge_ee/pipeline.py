@@ -58,9 +58,11 @@ class FitConfig:
     budget: float | None = None  # cost fraction; overrides max_drop when set
     batch_size: int = 256
     seed: int = 0
-    # FLOPs-equivalent charged per kept exit in the threshold search (its extra runtime
-    # call); 0 = pure FLOPs. Reported costs are always pure FLOPs.
-    exit_overhead_flops: float = 0.0
+    # FLOPs-equivalent charged per kept exit in the threshold search (the segment boundary
+    # it adds), one value or one per exit; 0 = pure FLOPs. Reported costs are always pure FLOPs.
+    exit_overhead_flops: float | tuple[float, ...] = 0.0
+    # measure each exit's boundary cost on this machine (edge_ee.boundary) and charge that
+    latency_aware: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -91,6 +93,7 @@ class FittedExits:
     fit_seconds: float
     path: list[OperatingPoint]
     chosen: OperatingPoint | None = None
+    config: FitConfig | None = None  # what fit_exits used (measured boundary costs included)
 
 
 def table_for(heads: Sequence[ExitHead | None], scores: ExitScores, costs: CostTable) -> ExitTable:
@@ -116,12 +119,17 @@ def fit_variants(net: ExitNet, train: ImageSplit, variants: Sequence[Sequence[Ex
 
 def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = True,
               choose: bool = True) -> FittedExits:
+    """Fit the heads; with `choose`, also the thresholds. With `cfg.latency_aware` the boundary
+    costs measured here are written into `fitted.config` (and so into the calibration record)."""
     variant = cfg.variant(net.num_exits)
     (heads,), (calib,), secs = fit_variants(net, train, [variant], cfg.calib_fraction,
                                             cfg.batch_size, cfg.seed, progress)
     costs = cost_table(net, heads)
     table = table_for(heads, calib, costs)
-    fitted = FittedExits(heads, costs, table, secs, [])
+    if cfg.latency_aware:
+        from edge_ee.boundary import measure_boundary_flops
+        cfg = replace(cfg, exit_overhead_flops=measure_boundary_flops(net, heads, costs.full_flops))
+    fitted = FittedExits(heads, costs, table, secs, [], config=cfg)
     if choose:
         choose_thresholds(fitted, cfg, progress)
     return fitted
@@ -156,6 +164,7 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
     """What the manifest records of calibration: the chosen point on both splits, and the
     accuracy-versus-cost curve of the threshold path on the calibration and held-out splits
     (`curve.calibration` / `curve.test`: lists of [cost_fraction, accuracy])."""
+    cfg = fitted.config or cfg
     step = max(1, len(fitted.path) // max_points)
     pts = fitted.path[::step] + ([fitted.path[-1]] if len(fitted.path) % step != 1 else [])
     held = [test.evaluate(np.asarray(p.thresholds)) for p in pts]
@@ -164,6 +173,7 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
         "split": f"held-out {cfg.calib_fraction:.0%} of the training split",
         "exit_spec": cfg.exit_spec.label, "search": cfg.search, "max_drop": cfg.max_drop,
         "budget": cfg.budget, "exit_overhead_flops": cfg.exit_overhead_flops,
+        "latency_aware": cfg.latency_aware,
         "fit_seconds": fitted.fit_seconds,
         "point": fitted.chosen.to_json(), "test_point": on_test.to_json(),
         "full_accuracy": {"calibration": fitted.calib.full_accuracy, "test": test.full_accuracy},

@@ -48,3 +48,22 @@ def test_bad_cut_points() -> None:
         from_sequential(small_cnn(), [5], (1, 28, 28))
     with pytest.raises(ModelError, match="granularity"):
         ExitNet(list(r.layer1), nn.Identity(), ["a", "b", "c"], (16, 32, 32), granularity="voxel")
+
+
+@pytest.mark.shared_data
+def test_latency_aware_fit_charges_each_exit_its_measured_boundary(fashion) -> None:
+    """--latency-aware: the boundary cost is measured per exit on this machine (exports and
+    onnxruntime sessions, no stubs), charged in the search, and recorded."""
+    from edge_ee.exitnet import from_sequential
+    from edge_ee.models.small_cnn import load_small_cnn
+    from edge_ee.pipeline import FitConfig, calibration_record, evaluate_split, fit_exits
+    net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
+    fitted = fit_exits(net, fashion[0], FitConfig(max_drop=0.02, exits=(1, 3), latency_aware=True),
+                       progress=False)
+    ov = fitted.config.exit_overhead_flops
+    assert len(ov) == net.num_exits and ov[0] == ov[2] == ov[4] == 0.0
+    # a boundary costs more than nothing and less than the whole network
+    assert all(0.0 < ov[i] < fitted.costs.full_flops for i in (1, 3))
+    rec = calibration_record(fitted, FitConfig(), evaluate_split(net, fitted.heads, fashion[1],
+                                                                 fitted.costs, progress=False))
+    assert rec["latency_aware"] is True and list(rec["exit_overhead_flops"]) == list(ov)
