@@ -7,19 +7,17 @@ samples done so far are written and marked incomplete).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from device_runners import __version__
 from device_runners.backends import BACKENDS, open_backend
 from device_runners.errors import EdgeEEError, InputSpecError
 from device_runners.manifest import Bundle, load_bundle, prepare_input
 from device_runners.pixel_runner import is_segmentation
-from device_runners.results import RESULTS_SCHEMA_VERSION, atomic_write_json, environment
+from device_runners.results import atomic_write_json, results_document
 from device_runners.runner import self_check
 from device_runners.session import SessionConfig, measure
 
@@ -133,24 +131,11 @@ def _run(args: argparse.Namespace) -> int:
     run = measure(bundle, backend, x, y, cfg, _Progress(total, args.quiet), log)
     if not args.quiet:
         print(file=sys.stderr)
-    results = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "kind": "edge-ee-results",
-        "runner_version": __version__,
-        "bundle": {"manifest_sha256": bundle.manifest_sha256,
-                   "model": bundle.manifest["model"]["name"], "path": str(bundle.root)},
-        "backend": {"name": backend.name, "version": backend.version(), "threads": args.threads},
-        "environment": environment(),
-        "protocol": {"mode": args.mode, "batch_size": args.batch_size if args.mode == "batch"
-                     else 1, "warmup_runs": args.warmup_runs, "no_exit": args.no_exit,
-                     "min_runs": args.min_runs, "min_duration_s": args.min_duration_s,
-                     "pin_cores": cfg.pin_cores,
-                     "input": str(args.input) if args.input else "golden"},
-        "init_ns": init_ns,
-        "self_check": check,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        **run,
-    }
+    protocol = {"mode": args.mode, "batch_size": args.batch_size if args.mode == "batch" else 1,
+                "warmup_runs": args.warmup_runs, "no_exit": args.no_exit,
+                "min_runs": args.min_runs, "min_duration_s": args.min_duration_s,
+                "pin_cores": cfg.pin_cores, "input": str(args.input) if args.input else "golden"}
+    results = results_document(bundle, backend, args.threads, protocol, init_ns, check, run)
     atomic_write_json(args.out, results)
     if not args.quiet:
         print(f"wrote {args.out} ({len(run['samples'].get('exit', []))} samples"

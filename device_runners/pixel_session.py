@@ -15,18 +15,16 @@ mIoU from them). `exit_maps` keeps the token exit map of the first images for ov
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
-from device_runners import __version__
 from device_runners.errors import BackendError
 from device_runners.manifest import Bundle
 from device_runners.pixel_runner import PixelRunner, confusion, load_pixel_input, self_check
-from device_runners.results import RESULTS_SCHEMA_VERSION, atomic_write_json, environment
+from device_runners.results import atomic_write_json, results_document
 from device_runners.session import SessionConfig, measure_window
 
 EXIT_MAP_IMAGES = 8
@@ -104,22 +102,13 @@ def run_segmentation(args: argparse.Namespace, bundle: Bundle, t_init_ns: int,
     check = None if args.skip_self_check else self_check(bundle, runner)
     x, y = load_pixel_input(bundle, args.input, args.limit)
     run = measure_pixels(runner, x, y, session_config, progress(len(x)), log)
-    results = {
-        "schema_version": RESULTS_SCHEMA_VERSION, "kind": "edge-ee-results",
-        "task": "segmentation", "runner_version": __version__,
-        "bundle": {"manifest_sha256": bundle.manifest_sha256,
-                   "model": bundle.manifest["model"]["name"], "path": str(bundle.root)},
-        "backend": {"name": runner.name, "version": runner.version(), "threads": args.threads},
-        "environment": environment(),
-        "protocol": {"mode": "single", "batch_size": 1, "warmup_runs": args.warmup_runs,
-                     "no_exit": args.no_exit, "min_runs": args.min_runs,
-                     "min_duration_s": args.min_duration_s, "pin_cores": session_config.pin_cores,
-                     "input": str(args.input) if args.input else "golden",
-                     "labels": y is not None, "images": len(x)},
-        "init_ns": init_ns, "self_check": check,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        **run,
-    }
+    protocol = {"mode": "single", "batch_size": 1, "warmup_runs": args.warmup_runs,
+                "no_exit": args.no_exit, "min_runs": args.min_runs,
+                "min_duration_s": args.min_duration_s, "pin_cores": session_config.pin_cores,
+                "input": str(args.input) if args.input else "golden",
+                "labels": y is not None, "images": len(x)}
+    results = results_document(bundle, runner, args.threads, protocol, init_ns, check, run,
+                               task="segmentation")
     atomic_write_json(args.out, results)
     if not args.quiet:
         print(f"\nwrote {args.out} ({len(run['samples']['image'])} images"

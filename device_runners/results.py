@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import socket
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from device_runners import __version__
 from device_runners.errors import ResultsError, SchemaVersionError
 
 RESULTS_SCHEMA_VERSION = 1
@@ -33,6 +35,24 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "runner_file": str(Path(__file__).parent),
     }
+
+
+def results_document(bundle: Any, backend: Any, threads: int, protocol: dict[str, Any],
+                     init_ns: int, self_check: Any, run: dict[str, Any],
+                     task: str | None = None) -> dict[str, Any]:
+    """results.json: who ran what where (bundle hash, backend, environment, protocol), then
+    the raw run (`session.measure_window`'s output). Shared by every task."""
+    doc: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION, "kind": "edge-ee-results",
+        **({"task": task} if task else {}), "runner_version": __version__,
+        "bundle": {"manifest_sha256": bundle.manifest_sha256,
+                   "model": bundle.manifest["model"]["name"], "path": str(bundle.root)},
+        "backend": {"name": backend.name, "version": backend.version(), "threads": threads},
+        "environment": environment(), "protocol": protocol, "init_ns": init_ns,
+        "self_check": self_check,
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    return {**doc, **run}
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
