@@ -31,7 +31,7 @@ from converters.quantize import (
 )
 from converters.segments import SegmentPlan
 from converters.validate import Tolerance, torch_outputs, validate
-from device_runners.backends import FORMAT_BACKENDS, Backend, open_backend
+from device_runners.backends import Backend, format_backends, open_backend
 from device_runners.manifest import (
     BUNDLE_SCHEMA_VERSION,
     MANIFEST,
@@ -162,7 +162,7 @@ def _write_into(tmp: Path, plans: Sequence[SegmentPlan], spec: BundleSpec, vx: n
     for fmt in all_formats:
         if fmt == "onnx":
             continue  # checked against torch's own outputs, the unprefixed keys
-        golden.update(_chain(open_backend(draft, FORMAT_BACKENDS[fmt]), len(plans), gx, f"{fmt}/"))
+        golden.update(_chain(open_backend(draft, format_backends()[fmt]), len(plans), gx, f"{fmt}/"))
         golden_formats[fmt] = _golden_tol(fmt, tol, int8_tol)
     with open(tmp / "golden.npz", "wb") as f:
         np.savez(f, **golden)
@@ -196,7 +196,7 @@ def _write_into(tmp: Path, plans: Sequence[SegmentPlan], spec: BundleSpec, vx: n
     bundle = load_bundle(tmp)
     checks, reports = {}, {}
     for fmt in all_formats:
-        backend = open_backend(bundle, FORMAT_BACKENDS[fmt])
+        backend = open_backend(bundle, format_backends()[fmt])
         try:
             checks[fmt] = self_check(bundle, backend)
         except SelfCheckError as err:

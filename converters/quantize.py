@@ -213,7 +213,7 @@ def onnx_runner(path: Path, out_names: Sequence[str]) -> Runner:
 
 
 def tflite_runner(path: Path, out_names: Sequence[str]) -> Runner:
-    from device_runners.backend_tflite import _Segment, load_interpreter_class
+    from device_runners.backends.tflite import _Segment, load_interpreter_class
     cls, _ = load_interpreter_class()
     interp = cls(model_path=str(path), num_threads=1)
     interp.allocate_tensors()

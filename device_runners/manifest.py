@@ -80,14 +80,40 @@ class Bundle:
 
     @property
     def formats(self) -> list[str]:
-        return sorted(set.intersection(*(set(s["files"]) for s in self.segments)))
+        graphs = [*self.segments, *self.extra_graphs.values()]
+        return sorted(set.intersection(*(set(g["files"]) for g in graphs)))
 
-    def segment_path(self, index: int, fmt: str) -> Path:
-        files = self.segments[index]["files"]
+    @property
+    def extra_graphs(self) -> dict[str, dict[str, Any]]:
+        """Graphs beside the segments (name → entry with files/inputs/outputs), e.g. the
+        segmentation `assemble` graph; older segmentation bundles keep it in their section."""
+        graphs = dict(self.manifest.get("graphs") or {})
+        legacy = (self.manifest.get("segmentation") or {}).get("assemble")
+        if legacy and "assemble" not in graphs:
+            graphs["assemble"] = legacy
+        return graphs
+
+    def graph_keys(self) -> list[int | str]:
+        """Every graph a backend opens: segment indices, then extra graph names."""
+        return [s["index"] for s in self.segments] + sorted(self.extra_graphs)
+
+    def graph_entry(self, key: int | str) -> dict[str, Any]:
+        if isinstance(key, int):
+            return self.segments[key]
+        try:
+            return self.extra_graphs[key]
+        except KeyError:
+            raise BundleError(f"this bundle has no graph {key!r}; it has {self.graph_keys()}") from None
+
+    def graph_path(self, key: int | str, fmt: str) -> Path:
+        files = self.graph_entry(key)["files"]
         if fmt not in files:
-            raise BundleError(f"segment {index} has no {fmt!r} file; this bundle carries "
+            raise BundleError(f"graph {key!r} has no {fmt!r} file; this bundle carries "
                               f"{self.formats} — choose one of those or re-export with {fmt}")
         return self.root / files[fmt]
+
+    def segment_path(self, index: int, fmt: str) -> Path:
+        return self.graph_path(index, fmt)
 
     def golden(self) -> dict[str, np.ndarray]:
         g = self.manifest.get("golden")

@@ -93,7 +93,7 @@ def test_int8_tflite_and_onnx_agree_with_fp32(all_formats_bundle: Path, fashion)
 
 @pytest.mark.shared_data
 def test_unreadable_op_names_op_and_fix(all_formats_bundle: Path, monkeypatch) -> None:
-    from device_runners import backend_tflite
+    from device_runners.backends import tflite as backend_tflite
     from device_runners.errors import BackendError
     from device_runners.manifest import load_bundle
 
@@ -111,7 +111,7 @@ def test_unreadable_op_names_op_and_fix(all_formats_bundle: Path, monkeypatch) -
 def test_no_interpreter_installed(monkeypatch) -> None:
     import builtins
 
-    from device_runners import backend_tflite
+    from device_runners.backends import tflite as backend_tflite
     from device_runners.errors import BackendError
     real = builtins.__import__
 

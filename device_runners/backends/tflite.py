@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from device_runners.backends import Backend
+from device_runners.backends.base import Backend, Feeds, GraphKey, register_backend
 from device_runners.errors import BackendError
 from device_runners.manifest import Bundle
 
@@ -106,8 +106,9 @@ def _dequantize(v: np.ndarray, d: dict[str, Any]) -> np.ndarray:
     return v
 
 
+@register_backend
 class TFLiteBackend(Backend):
-    """One TFLite interpreter per segment; `threads` is the interpreter's num_threads."""
+    """One TFLite interpreter per graph; `threads` is the interpreter's num_threads."""
 
     name = "tflite"
     file_format = "tflite"
@@ -115,18 +116,23 @@ class TFLiteBackend(Backend):
     def __init__(self, bundle: Bundle, threads: int = 1) -> None:
         super().__init__(bundle, threads)
         interp_cls, self._lib = load_interpreter_class()
-        self.segments: list[_Segment] = []
-        for seg in bundle.segments:
-            path = bundle.segment_path(seg["index"], self.file_format)
+        self.graphs: dict[GraphKey, _Segment] = {}
+        for key in bundle.graph_keys():
+            path = bundle.graph_path(key, self.file_format)
             try:
                 interp = interp_cls(model_path=str(path), num_threads=threads)
                 interp.allocate_tensors()
             except (RuntimeError, ValueError) as err:
                 raise explain_load_error(err, path, self._lib) from err
-            self.segments.append(_Segment(interp, list(seg["outputs"])))
+            names, outs = self.graph_io(key)
+            if len(names) != 1 or len(interp.get_input_details()) != 1:
+                raise BackendError(f"graph {key!r} takes inputs {names}; the TFLite backend runs "
+                                   "single-input graphs only — use --backend onnxruntime")
+            self.graphs[key] = _Segment(interp, outs)
 
-    def run(self, index: int, x: np.ndarray) -> dict[str, np.ndarray]:
-        seg = self.segments[index]
+    def run(self, graph: GraphKey, feeds: Feeds | np.ndarray) -> dict[str, np.ndarray]:
+        seg = self.graphs[graph]
+        (x,) = self._feeds(graph, feeds).values()
         if len(x) == seg.batch:
             outs = seg.run(x)
         else:
@@ -138,6 +144,7 @@ class TFLiteBackend(Backend):
         return self._lib
 
 
+@register_backend
 class TFLiteInt8Backend(TFLiteBackend):
     """The bundle's int8 TFLite files (`tflite-int8`)."""
 
