@@ -5,7 +5,7 @@
 Builds one bundle per row (`edge_ee.segmentation.bundle.write_seg_bundle`, validated
 against torch): full (monolithic graph, no exits), single threshold 0.998, CBT
 [0.99, 0.998], CBT [0.9, 0.998]. mIoU, GFLOPs and latency all come from the device
-runner (`device_runners.pixel_runner.PixelRunner`, the code `edge-ee-run` uses; 1
+runner (`device_runners.executor.execute`, the code `edge-ee-run` uses; 1
 onnxruntime thread, gathered execution, one image at a time): mIoU from its class maps,
 GFLOPs from its token exit maps with the manifest's cost model, latency the median per
 image over `--repeats` interleaved rounds (configs rotate per image so drift hits all
@@ -25,8 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from device_runners.backends import open_backend
+from device_runners.executor import execute
+from device_runners.golden import self_check
 from device_runners.manifest import load_bundle
-from device_runners.pixel_runner import PixelRunner, confusion, self_check
+from device_runners.recorders import confusion
 from edge_ee.report_seg import masked_flops
 from edge_ee.segmentation.build import calibration_record
 from edge_ee.segmentation.bundle import SegBundleOptions, write_seg_bundle
@@ -85,34 +88,40 @@ def main(argv: list[str] | None = None) -> None:
     model = load_pretrained()
     paths = build_bundles(model, out, xtr, ytr, xte[:4])
 
-    runners = {n: PixelRunner(load_bundle(p)) for n, p in paths.items()}
-    for r in runners.values():
-        self_check(r.bundle, r)
-    rows = list(runners) + ([f"{n} --no-exit" for n in runners if n != "full"]
+    bundles = {n: load_bundle(p) for n, p in paths.items()}
+    backends = {n: open_backend(b) for n, b in bundles.items()}
+    for n, b in bundles.items():
+        self_check(b, backends[n])
+
+    def run(name: str, image: np.ndarray):
+        key = name.split()[0]
+        return execute(bundles[key], backends[key], image, name.endswith("--no-exit"))
+
+    rows = list(bundles) + ([f"{n} --no-exit" for n in bundles if n != "full"]
                             if args.no_exit else [])
     lat = {n: [] for n in rows}
     confs = {n: np.zeros((11, 11), np.int64) for n in rows}
     tpe = {n: [] for n in rows}
     for i in range(3):
         for n in rows:
-            runners[n.split()[0]].run(xte[i:i + 1], n.endswith("--no-exit"))
+            run(n, xte[i:i + 1])
     for r in range(args.repeats):
         for i in range(len(xte)):
             k = (i + r) % len(rows)
             for n in rows[k:] + rows[:k]:
-                o = runners[n.split()[0]].run(xte[i:i + 1], n.endswith("--no-exit"))
+                o = run(n, xte[i:i + 1])
                 lat[n].append(o.latency_ns)
                 if r == 0:
                     confs[n] += confusion(o.prediction, yte[i], 11, IGNORE_INDEX)
-                    tpe[n].append(np.bincount(o.token_exit, minlength=4))
-    thr = {n: r.bundle.manifest["segmentation"]["thresholds"] for n, r in runners.items()}
+                    tpe[n].append(np.bincount(o.exit, minlength=4))
+    thr = {n: b.manifest["segmentation"]["thresholds"] for n, b in bundles.items()}
     print(f"\nCamVid test ({len(xte)} images, 120x160, 1200 tokens); device runner "
           f"(onnxruntime 1 thread), median latency of {args.repeats} interleaved rounds")
     print(f"{'config':24s} {'mIoU':>6s} {'torch':>6s} {'GFLOPs':>7s} {'dFLOPs':>7s} "
           f"{'lat_ms':>7s} {'dLat':>7s}  tokens stopping at exit 0/1/2/3")
     base_fl = base_lat = None
     for n in rows:
-        cost = runners[n.split()[0]].bundle.manifest["segmentation"]["cost"]
+        cost = bundles[n.split()[0]].manifest["segmentation"]["cost"]
         gfl = float(masked_flops(np.array(tpe[n]), cost).mean() / 1e9)
         med = float(np.median(lat[n])) / 1e6
         base_fl, base_lat = base_fl or gfl, base_lat or med

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from device_runners.backends import open_backend
+from device_runners.executor import run_single
 from device_runners.manifest import load_bundle, prepare_input
-from device_runners.runner import run_single
 from edge_ee.boundary import measure_boundary_flops
 from edge_ee.calibrate import greedy_path, pick_budget, pick_max_drop, random_hull
 from edge_ee.cost import cost_table
@@ -110,7 +110,7 @@ def fit_cost(net, train, n: int = 2000, repeats: int = 3) -> dict:
 def interleaved_latency(bundles: dict[str, Path], x: np.ndarray, no_exit: set[str]) -> dict:
     """Median end-to-end latency per sample for each bundle, runs interleaved.
 
-    Each sample goes through `device_runners.runner.run_single` (the code `edge-ee-run
+    Each sample goes through `device_runners.executor.run_single` (the code `edge-ee-run
     --mode single` runs) for every bundle in turn, alternating the order, so the 2 noisy
     cores disturb all of them alike.
     """

@@ -89,8 +89,8 @@ def main() -> int:
     bundle_path = args.bundle or build(args)
 
     from device_runners.backends import open_backend
+    from device_runners.executor import run_batch
     from device_runners.manifest import load_bundle
-    from device_runners.runner import run_batch
     from edge_ee.data import load_cifar10_jpeg
     bundle = load_bundle(bundle_path)
     test = load_cifar10_jpeg("test", args.data, per_class=args.test_per_class)

@@ -8,7 +8,7 @@ Three conditions, run in interleaved blocks (the order shuffled in every block, 
 and other load on the machine fall on all of them alike): no sampler; a real
 `PowerSampler` thread on the `estimated` source (reads /proc/stat, the profile's power
 model) at its default period; the same at a 10 ms period. Each block runs
-`device_runners.runner.run_single` over the same inputs, exactly as `edge-ee-run` does.
+`device_runners.executor.run_single` over the same inputs, exactly as `edge-ee-run` does.
 Reported: per condition the median end-to-end latency per sample (sum of its segments)
 and the median over blocks of (block median with sampler / block median without).
 """
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device_runners.backends import open_backend
 from device_runners.cli import load_input
+from device_runners.executor import run_single, warm_up
 from device_runners.manifest import load_bundle
 from device_runners.power.estimated import EstimatedPower
 from device_runners.power.sampler import PowerSampler
 from device_runners.profiles import load_profile
-from device_runners.runner import run_single, warm_up
 
 GOAL_RATIO = 1.02
 

@@ -32,6 +32,7 @@ from converters.quantize import (
 from converters.segments import SegmentPlan
 from converters.validate import Tolerance, torch_outputs, validate
 from device_runners.backends import Backend, format_backends, open_backend
+from device_runners.golden import self_check
 from device_runners.manifest import (
     BUNDLE_SCHEMA_VERSION,
     MANIFEST,
@@ -41,7 +42,6 @@ from device_runners.manifest import (
     validate_manifest,
 )
 from device_runners.results import atomic_write_json
-from device_runners.runner import self_check
 from edge_ee.cost import count_flops
 from edge_ee.errors import BundleError, ConfigError, ExportValidationError, SelfCheckError
 

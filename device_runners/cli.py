@@ -15,19 +15,24 @@ import numpy as np
 
 from device_runners.backends import BACKENDS, open_backend
 from device_runners.errors import EdgeEEError, InputSpecError
+from device_runners.golden import self_check
 from device_runners.manifest import Bundle, load_bundle, prepare_input
-from device_runners.pixel_runner import is_segmentation
+from device_runners.recorders import recorder_for
 from device_runners.results import atomic_write_json, results_document
-from device_runners.runner import self_check
 from device_runners.session import SessionConfig, measure
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-ee-run", description=__doc__.splitlines()[0])
-    p.add_argument("bundle", type=Path, help="bundle folder written by `edge-ee export`")
+    from device_runners import __version__
+    p = argparse.ArgumentParser(prog="edge-ee-run", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--version", action="version", version=f"edge-ee-run {__version__}")
+    p.add_argument("bundle", type=Path, help="bundle folder written by `edge-ee build` "
+                   "(or seg-build, cluster, ...)")
     p.add_argument("--input", type=Path, default=None,
                    help=".npz with 'x' (raw uint8 NHWC or float32 model input) and optional 'y' "
-                        "labels; default: the bundle's golden inputs")
+                        "labels (make one with `edge-ee samples`); default: the bundle's golden "
+                        "inputs")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
     p.add_argument("--mode", choices=("single", "batch"), default="single",
                    help="single: one sample at a time; batch: shrinking batches")
@@ -43,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeat passes over the inputs until at least this many samples ran")
     p.add_argument("--min-duration-s", type=float, default=0.0,
                    help="… and until at least this long (energy per inference needs ≥ 2 s)")
+    p.add_argument("--max-runs", type=int, default=None,
+                   help="cap on runtime calls (samples; batches in batch mode); default none")
+    p.add_argument("--max-duration-s", type=float, default=None,
+                   help="cap on the measured window in seconds; default none")
     p.add_argument("--profile", default="auto",
                    help="hardware profile name or YAML path; 'auto' detects the board, 'none'")
     p.add_argument("--power-source", default="auto",
@@ -63,27 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_input(bundle: Bundle, path: Path | None, limit: int | None
                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inputs (prepared for the bundle) and labels or None, from an .npz with 'x' and
+    optional 'y' (or 'x_test'/'y_test', e.g. the shared CamVid file); labels are checked
+    by the task's recorder."""
     if path is None:
         x, y = bundle.golden()["input"], None
     else:
         try:
             with np.load(path, allow_pickle=False) as z:
-                if "x" not in z.files:
-                    raise InputSpecError(f"{path} has no array 'x'; save inputs as np.savez(f, x=..., y=...)")
-                x = z["x"]
-                y = z["y"] if "y" in z.files else None
+                kx, ky = ("x", "y") if "x" in z.files else ("x_test", "y_test")
+                if kx not in z.files:
+                    raise InputSpecError(f"{path} has no array 'x'; save inputs as "
+                                         "np.savez(f, x=..., y=...)")
+                x = z[kx]
+                y = z[ky] if ky in z.files else None
         except (OSError, ValueError) as err:
             raise InputSpecError(f"cannot read {path}: {err}; pass an .npz file") from err
     if limit is not None:
         x = x[:limit]
         y = None if y is None else y[:limit]
+    x = prepare_input(bundle, x)
     if y is not None:
-        k = len(bundle.manifest["classes"])
-        if len(y) != len(x):
-            raise InputSpecError(f"{len(x)} inputs but {len(y)} labels in {path}")
-        if len(y) and (y.min() < 0 or y.max() >= k):
-            raise InputSpecError(f"labels in {path} must be in 0..{k - 1}")
-    return prepare_input(bundle, x), y
+        recorder_for(bundle).check_labels(bundle, y, len(x))
+    return x, y
 
 
 class _Progress:
@@ -118,11 +129,9 @@ def _run(args: argparse.Namespace) -> int:
         profile=args.profile, power_source=args.power_source,
         power_period_ms=args.power_period_ms, idle_s=args.idle_s, meter_csv=args.meter_csv,
         meter_clock_offset_ms=args.meter_clock_offset_ms,
-        pin_cores=tuple(int(c) for c in args.pin_cores.split(",")) if args.pin_cores else None)
+        pin_cores=tuple(int(c) for c in args.pin_cores.split(",")) if args.pin_cores else None,
+        max_runs=args.max_runs, max_duration_s=args.max_duration_s)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    if is_segmentation(bundle):  # per-pixel exits: device_runners/pixel_session.py
-        from device_runners.pixel_session import run_segmentation
-        return run_segmentation(args, bundle, t_init, cfg, lambda n: _Progress(n, args.quiet), log)
     backend = open_backend(bundle, args.backend, args.threads)
     init_ns = time.perf_counter_ns() - t_init
     check = None if args.skip_self_check else self_check(bundle, backend)
@@ -131,14 +140,19 @@ def _run(args: argparse.Namespace) -> int:
     run = measure(bundle, backend, x, y, cfg, _Progress(total, args.quiet), log)
     if not args.quiet:
         print(file=sys.stderr)
+    task = (bundle.manifest.get("model") or {}).get("task", "classification")
     protocol = {"mode": args.mode, "batch_size": args.batch_size if args.mode == "batch" else 1,
                 "warmup_runs": args.warmup_runs, "no_exit": args.no_exit,
                 "min_runs": args.min_runs, "min_duration_s": args.min_duration_s,
-                "pin_cores": cfg.pin_cores, "input": str(args.input) if args.input else "golden"}
-    results = results_document(bundle, backend, args.threads, protocol, init_ns, check, run)
+                "max_runs": args.max_runs, "max_duration_s": args.max_duration_s,
+                "pin_cores": cfg.pin_cores, "input": str(args.input) if args.input else "golden",
+                "labels": y is not None, "units": len(x)}
+    results = results_document(bundle, backend, args.threads, protocol, init_ns, check, run,
+                               task=None if task == "classification" else task)
     atomic_write_json(args.out, results)
     if not args.quiet:
-        print(f"wrote {args.out} ({len(run['samples'].get('exit', []))} samples"
+        n = len(next(iter(run["samples"].values()), []))
+        print(f"wrote {args.out} ({n} {'images' if task == 'segmentation' else 'samples'}"
               f"{'' if run['complete'] else ', INCOMPLETE: interrupted'})", file=sys.stderr)
     return 0 if run["complete"] else 130
 

@@ -87,15 +87,19 @@ def pin_to_cores(cores: Sequence[int]) -> list[int]:
 
 
 def run_timed(fn: Callable[[], Any], config: ProtocolConfig, *,
-              clock_ns: Callable[[], int] = time.perf_counter_ns) -> dict[str, Any]:
-    """Warm up, then time `fn()` until min_runs and min_duration are both reached."""
+              clock_ns: Callable[[], int] = time.perf_counter_ns,
+              warmup_fn: Callable[[], Any] | None = None, stop_every: int = 1) -> dict[str, Any]:
+    """Warm up (`warmup_fn`, default `fn`), then time `fn()` until min_runs and
+    min_duration are both reached — checked only after a multiple of `stop_every` calls
+    (e.g. whole passes over the inputs) — or a cap (max_runs, max_duration_s) is hit.
+    Ctrl-C ends the timed runs early (`stopped_by: "interrupted"`); what ran is kept."""
     previous = pin_to_cores(config.pin_cores) if config.pin_cores else None
     try:
         warmup: list[int] = []
         first_ns: int | None = None
         for _ in range(config.warmup_runs):
             t0 = clock_ns()
-            fn()
+            (warmup_fn or fn)()
             warmup.append(clock_ns() - t0)
         if warmup:
             first_ns = warmup[0]
@@ -105,13 +109,19 @@ def run_timed(fn: Callable[[], Any], config: ProtocolConfig, *,
         start_mono = time.monotonic_ns()
         start = clock_ns()
         stopped_by = "min_runs_and_duration"
+        t1 = start
         while True:
             t0 = clock_ns()
-            fn()
+            try:
+                fn()
+            except KeyboardInterrupt:
+                stopped_by = "interrupted"
+                break
             t1 = clock_ns()
             latencies.append(t1 - t0)
             elapsed = t1 - start
-            if len(latencies) >= config.min_runs and elapsed >= min_ns:
+            if (len(latencies) >= config.min_runs and elapsed >= min_ns
+                    and len(latencies) % stop_every == 0):
                 break
             if len(latencies) >= config.max_runs:
                 stopped_by = "max_runs"
@@ -120,7 +130,7 @@ def run_timed(fn: Callable[[], Any], config: ProtocolConfig, *,
                 stopped_by = "max_duration_s"
                 break
         end_mono = time.monotonic_ns()
-        if first_ns is None:
+        if first_ns is None and latencies:
             first_ns = latencies[0]
     finally:
         if previous is not None:

@@ -1,11 +1,12 @@
-"""One measured run: profile, power source, idle baseline, warm-up, timed passes, state.
+"""The one measured run of every task: profile, power, idle baseline, warm-up, timed passes.
 
 Read top to bottom, this is what `edge-ee-run` does after the bundle checked itself:
 1. resolve the hardware profile (`auto` detects the board) and note mismatches;
 2. open the best power source (falls back to `estimated`/`null`, never fails the run);
 3. record system state (governor, temperatures, throttling) before;
-4. sample idle power for `idle_s`, then warm up, then run the inputs pass after pass until
-   both `min_runs` samples and `min_duration_s` are reached, marking the window;
+4. sample idle power for `idle_s`, then warm up, then run the inputs pass after pass
+   through `executor.execute` (`protocol.run_timed`) until both `min_runs` units and
+   `min_duration_s` are reached, marking the window; the task's recorder keeps the records;
 5. record system state after, stop sampling, return everything raw for results.json.
 """
 
@@ -20,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from device_runners.backends import Backend
-from device_runners.errors import EdgeEEError
+from device_runners.errors import EdgeEEError, InputSpecError
+from device_runners.executor import execute, granularity, warm_up
 from device_runners.manifest import Bundle
 from device_runners.power.energy import choose_power_source, measure_idle_baseline
 from device_runners.power.sampler import PowerSampler
@@ -30,8 +32,8 @@ from device_runners.profiles import (
     load_profile,
     profile_mismatch_warnings,
 )
-from device_runners.protocol import pin_to_cores, system_state
-from device_runners.runner import run_batch, run_single, warm_up
+from device_runners.protocol import ProtocolConfig, pin_to_cores, run_timed, system_state
+from device_runners.recorders import recorder_for
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class SessionConfig:
     meter_clock_offset_ms: float = 0.0
     pin_cores: tuple[int, ...] | None = None
     root: str = "/"
+    max_runs: int | None = None  # a cap on runtime calls (samples, or batches in batch mode)
+    max_duration_s: float | None = None
 
 
 def resolve_profile(cfg: SessionConfig) -> tuple[HardwareProfile | None, dict[str, Any]]:
@@ -71,41 +75,54 @@ def resolve_profile(cfg: SessionConfig) -> tuple[HardwareProfile | None, dict[st
                   "warnings": profile_mismatch_warnings(prof, cfg.root), "profile": prof.to_dict()}
 
 
-def _passes(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | None,
-            cfg: SessionConfig, progress: Any) -> tuple[dict[str, list], list | None, bool]:
-    """Run the inputs once, then again until min_runs and min_duration_s are both met."""
-    samples: dict[str, list] = {}
-    batches: list | None = [] if cfg.mode == "batch" else None
-    t0 = time.monotonic()
-    n_pass = 0
-    while True:
-        if cfg.mode == "single":
-            rec, complete = run_single(bundle, backend, x, y, cfg.no_exit, progress)
-        else:
-            rec, bt, complete = run_batch(bundle, backend, x, y, cfg.batch_size, cfg.no_exit,
-                                          progress)
-            batches.extend(bt)  # type: ignore[union-attr]
-        rec["pass"] = [n_pass] * len(rec["exit"])
-        for k, v in rec.items():
-            samples.setdefault(k, []).extend(v)
-        n_pass += 1
-        enough = (len(samples["exit"]) >= cfg.min_runs
-                  and time.monotonic() - t0 >= cfg.min_duration_s)
-        if not complete or enough or len(x) == 0:
-            return samples, batches, complete
-
-
 def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | None,
             cfg: SessionConfig, progress: Any = None, log: Any = print) -> dict[str, Any]:
-    """Everything a results.json needs beyond the bundle/backend identity, raw."""
-    def warm() -> int:
+    """The measured run of any task: `execute` over the inputs, one sample (or one batch)
+    per call, pass after pass until `min_runs` units and `min_duration_s` are both reached
+    at the end of a pass (capped by `max_runs` / `max_duration_s`), inside
+    `measure_window`. Records come from the task's recorder; everything is raw."""
+    unit = cfg.batch_size if cfg.mode == "batch" else 1
+    if unit > 1 and granularity(bundle) != "sample":
+        raise InputSpecError(f"{granularity(bundle)} exits run one input at a time (gathered "
+                             "units); use --mode single")
+    recorder = recorder_for(bundle)(bundle, y, cfg.mode)
+    steps = max(1, -(-len(x) // unit))
+    calls = [0]
+
+    def step() -> None:
+        k = calls[0]
+        start = (k % steps) * unit
+        out = execute(bundle, backend, x[start : start + unit], cfg.no_exit)
+        recorder.add(out, start, k // steps)
+        calls[0] += 1
+        if progress is not None:
+            progress()
+
+    def warm() -> int | None:
+        if not len(x):
+            return None
         t0 = time.perf_counter_ns()
         warm_up(bundle, backend, x, 1)
         first_ns = time.perf_counter_ns() - t0
         warm_up(bundle, backend, x, max(cfg.warmup_runs - 1, 0))
         return first_ns
 
-    return measure_window(cfg, warm, lambda: _passes(bundle, backend, x, y, cfg, progress), log)
+    def passes() -> tuple[dict[str, list], list | None, bool]:
+        if len(x):
+            cap = cfg.max_runs or 1_000_000_000
+            protocol = ProtocolConfig(
+                warmup_runs=0, min_runs=min(max(1, -(-cfg.min_runs // unit)), cap),
+                min_duration_s=cfg.min_duration_s, max_duration_s=cfg.max_duration_s,
+                max_runs=cap)
+            timed = run_timed(step, protocol, stop_every=steps)
+            complete = timed["stopped_by"] != "interrupted"
+        else:
+            complete = True
+        return recorder.columns(), recorder.batches, complete
+
+    run = measure_window(cfg, warm, passes, log)
+    run.update(samples=recorder.columns(), batches=recorder.batches, **recorder.extra)
+    return run
 
 
 def measure_window(cfg: SessionConfig, warm: Callable[[], int | None],

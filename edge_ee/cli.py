@@ -69,7 +69,9 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_ee import __version__
     p = argparse.ArgumentParser(prog="edge-ee", description="early-exit networks for edge devices")
+    p.add_argument("--version", action="version", version=f"edge-ee {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="Fashion-MNIST end to end: exits, bundle, run, report")

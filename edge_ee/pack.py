@@ -16,8 +16,20 @@ from pathlib import Path
 import device_runners
 import hardware_profiles
 
-MAIN = '''"""edge-ee-run packed as a zipapp."""
+MAIN = '''"""edge-ee-run packed as a zipapp: check the three dependencies, then run."""
+import importlib.util
 import sys
+
+INSTALL = "python3 -m pip install numpy pyyaml onnxruntime  (or ai-edge-litert for TFLite)"
+missing = [name for name, mod in (("numpy", "numpy"), ("pyyaml", "yaml"))
+           if importlib.util.find_spec(mod) is None]
+if not any(importlib.util.find_spec(m) for m in ("onnxruntime", "ai_edge_litert",
+                                                 "tflite_runtime")):
+    missing.append("a runtime (onnxruntime, ai-edge-litert or tflite-runtime)")
+if missing:
+    print(f"edge-ee-run: error: missing {', '.join(missing)}; install with:\\n  {INSTALL}",
+          file=sys.stderr)
+    sys.exit(2)
 
 from device_runners.cli import main
 

@@ -13,8 +13,9 @@ import torch
 from converters.validate import Tolerance
 from device_runners.backends import open_backend
 from device_runners.errors import ChecksumError, InputSpecError, SchemaVersionError
+from device_runners.executor import run_batch, run_single
+from device_runners.golden import self_check
 from device_runners.manifest import load_bundle, prepare_input
-from device_runners.runner import run_batch, run_single, self_check
 from edge_ee.errors import BundleError, ExportValidationError
 from edge_ee.pipeline import evaluate_split, export
 

@@ -1,7 +1,7 @@
 """The device side never imports torch: every module imports, and a run works, with torch blocked.
 
-The segmentation runner (pixel_runner, pixel_session) is covered here too; a segmentation
-run with torch blocked is in test_segmentation_bundle.py (it needs a segmentation bundle).
+The one executor, self-check and recorders serve every task; a segmentation run with
+torch blocked is in test_segmentation_bundle.py (it needs a segmentation bundle).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ mods = [m.name for m in pkgutil.walk_packages(device_runners.__path__, "device_r
 for m in mods:
     importlib.import_module(m)
 assert "torch" not in sys.modules
-assert {"device_runners.pixel_runner", "device_runners.pixel_session"} <= set(mods), mods
+assert {"device_runners.executor", "device_runners.golden", "device_runners.recorders",
+        "device_runners.backends.onnxruntime", "device_runners.backends.tflite"} <= set(mods), mods
 print("imported", len(mods))
 if len(sys.argv) > 1:
     from device_runners import cli

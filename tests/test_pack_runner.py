@@ -34,3 +34,14 @@ def test_zipapp_runs_a_bundle(tmp_path: Path, fashion_bundle: Path) -> None:
     res = json.loads(out.read_text())
     assert res["environment"]["runner_file"].endswith("edge-ee-run.pyz/device_runners")
     assert res["profile"]["name"] == "raspberry-pi-5" and res["power"]["is_estimate"]
+
+
+def test_zipapp_names_missing_dependencies(tmp_path: Path) -> None:
+    """On a python without numpy/pyyaml/runtime (-S: no site-packages) the runner says what
+    to install, with exit code 2 and no traceback."""
+    pyz = pack_runner(tmp_path / "edge-ee-run.pyz")
+    r = subprocess.run([sys.executable, "-I", "-S", str(pyz), "bundle"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "missing numpy, pyyaml" in r.stderr and "pip install numpy pyyaml onnxruntime" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -25,8 +25,9 @@ def int8_bundle(tmp_path_factory, fashion, fashion_fitted) -> Path:
 @pytest.mark.shared_data
 def test_onnx_int8_bundle(int8_bundle: Path, fashion) -> None:
     from device_runners.backends import open_backend
+    from device_runners.executor import run_batch
+    from device_runners.golden import self_check
     from device_runners.manifest import load_bundle
-    from device_runners.runner import run_batch, self_check
     b = load_bundle(int8_bundle)
     assert b.formats == ["onnx", "onnx-int8"]
     m = b.manifest

@@ -136,8 +136,8 @@ def test_runner_without_torch(bundles, tmp_path: Path) -> None:
 
 
 def test_bad_inputs_are_typed_errors(bundles, camvid, tmp_path: Path) -> None:
+    from device_runners.cli import load_input as load_pixel_input
     from device_runners.manifest import load_bundle
-    from device_runners.pixel_runner import load_pixel_input
     b = load_bundle(bundles["cbt"])
     x, y = camvid.images[:2], camvid.labels[:2]
     cases = {"wrong_size_labels": (x, y[:, :60]), "bad_label_value": (x, np.where(y == 3, 13, y)),
@@ -159,8 +159,9 @@ def test_bad_inputs_are_typed_errors(bundles, camvid, tmp_path: Path) -> None:
 def test_tampered_bundle_and_golden(bundles, tmp_path: Path, monkeypatch) -> None:
     import shutil
 
+    from device_runners.backends import open_backend
+    from device_runners.golden import self_check
     from device_runners.manifest import load_bundle
-    from device_runners.pixel_runner import PixelRunner, self_check
     bad = tmp_path / "bad"
     shutil.copytree(bundles["cbt"], bad)
     with open(bad / "seg1.onnx", "ab") as f:
@@ -172,7 +173,7 @@ def test_tampered_bundle_and_golden(bundles, tmp_path: Path, monkeypatch) -> Non
     golden["img0/seg2/logits"] = golden["img0/seg2/logits"] + 0.1
     monkeypatch.setattr(type(b), "golden", lambda self: golden)
     with pytest.raises(SelfCheckError, match="logits"):
-        self_check(b, PixelRunner(b))
+        self_check(b, open_backend(b))
 
 
 def test_failed_validation_leaves_nothing(camvid, tmp_path: Path) -> None:
@@ -215,3 +216,28 @@ def test_estimated_energy_is_labelled_in_the_segmentation_report(bundles, sample
     assert "- energy, cbt: ESTIMATED, not measured" in md  # the source's caveat, spelled out
     assert "(estimated)" in (rep / "tables" / "seg_overview.csv").read_text()
     assert "ESTIMATED" in (rep / "report.html").read_text()
+
+
+def test_token_executor_and_batch_refusal(bundles, camvid) -> None:
+    """The one executor runs token exits: every token stops exactly once; no_exit keeps
+    them all to the last segment; a batch of images is refused with a typed error."""
+    from device_runners.backends import open_backend
+    from device_runners.executor import execute
+    from device_runners.manifest import load_bundle
+    from device_runners.session import SessionConfig, measure
+    from edge_ee.segmentation.data import normalize_images
+    b = load_bundle(bundles["cbt"])
+    be = open_backend(b)
+    img = normalize_images(camvid.images[60:61])
+    out = execute(b, be, img)
+    h, w = b.manifest["segmentation"]["token_hw"]
+    assert out.exit.shape == (h * w,) and out.exit.min() >= 0
+    assert out.active[0] == h * w and out.active == sorted(out.active, reverse=True)
+    assert out.prediction.shape == tuple(b.manifest["segmentation"]["image_hw"])
+    off = execute(b, be, img, no_exit=True)
+    assert (off.exit == len(b.segments) - 1).all()
+    assert out.exit.mean() < off.exit.mean()
+    with pytest.raises(EdgeEEError, match="one input at a time"):
+        measure(b, be, normalize_images(camvid.images[:2]), None,
+                SessionConfig(mode="batch", batch_size=2, profile="none", power_source="null",
+                              idle_s=0.0), log=lambda m: None)

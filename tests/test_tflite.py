@@ -51,8 +51,9 @@ def test_manifest_lists_every_format(all_formats_bundle: Path) -> None:
 @pytest.mark.shared_data
 def test_tflite_runs_like_onnx(all_formats_bundle: Path, fashion) -> None:
     from device_runners.backends import open_backend
+    from device_runners.executor import run_batch, run_single
+    from device_runners.golden import self_check
     from device_runners.manifest import load_bundle
-    from device_runners.runner import run_batch, run_single, self_check
     b = load_bundle(all_formats_bundle)
     x = fashion[1].subset(np.arange(100)).normalised()
     onnx_rec, _, _ = run_batch(b, open_backend(b, "onnxruntime"), x, None, batch_size=32)
@@ -71,8 +72,9 @@ def test_tflite_runs_like_onnx(all_formats_bundle: Path, fashion) -> None:
 @pytest.mark.shared_data
 def test_int8_tflite_and_onnx_agree_with_fp32(all_formats_bundle: Path, fashion) -> None:
     from device_runners.backends import open_backend
+    from device_runners.executor import run_batch
+    from device_runners.golden import self_check
     from device_runners.manifest import load_bundle
-    from device_runners.runner import run_batch, self_check
     b = load_bundle(all_formats_bundle)
     x, y = fashion[1].normalised(), fashion[1].labels
     ref, _, _ = run_batch(b, open_backend(b, "onnxruntime"), x, None)

@@ -29,9 +29,17 @@ import torch
 
 import edge_ee
 from converters.atomic import atomic_dir
-from device_runners.manifest import BUNDLE_SCHEMA_VERSION, MANIFEST, load_bundle, sha256_file
+from device_runners.backends import Backend, open_backend
+from device_runners.executor import execute
+from device_runners.golden import self_check
+from device_runners.manifest import (
+    BUNDLE_SCHEMA_VERSION,
+    MANIFEST,
+    Bundle,
+    load_bundle,
+    sha256_file,
+)
 from device_runners.manifest import validate_manifest as validate_manifest_structure
-from device_runners.pixel_runner import TASK, PixelRunner, self_check
 from device_runners.results import atomic_write_json
 from edge_ee.errors import BundleError, ExportValidationError, SelfCheckError
 from edge_ee.segmentation.data import CLASS_NAMES, IGNORE_INDEX, MEAN_RGB, STD_RGB
@@ -174,7 +182,7 @@ def _manifest(model: EarlyExitSegNet, segments: list[dict[str, Any]], t: torch.T
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
     return {
         "schema_version": BUNDLE_SCHEMA_VERSION, "kind": "edge-ee-bundle",
-        "model": {"name": name, "task": TASK, "granularity": "token",
+        "model": {"name": name, "task": "segmentation", "granularity": "token",
                   "variant": "monolithic" if t is None else kind, "source_sha256": source_sha256,
                   "architecture": {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in asdict(cfg).items()}},
@@ -230,24 +238,25 @@ def _write_into(tmp: Path, model: EarlyExitSegNet, thresholds: np.ndarray | None
     validate_manifest_structure(manifest)
     atomic_write_json(tmp / MANIFEST, manifest)
     bundle = load_bundle(tmp)
-    runner = PixelRunner(bundle)
+    backend = open_backend(bundle, "onnxruntime")
     try:
-        manifest["self_check"] = self_check(bundle, runner)
+        manifest["self_check"] = self_check(bundle, backend)
     except SelfCheckError as err:
         raise ExportValidationError(f"golden self-check failed at export: {err}") from err
-    manifest["validation"] = validate_against_torch(model, runner, t, vx, options)
+    manifest["validation"] = validate_against_torch(model, bundle, backend, t, vx, options)
     atomic_write_json(tmp / MANIFEST, manifest)
 
 
-def validate_against_torch(model: EarlyExitSegNet, runner: PixelRunner, t: torch.Tensor | None,
-                           vx: np.ndarray, options: SegBundleOptions) -> dict[str, Any]:
+def validate_against_torch(model: EarlyExitSegNet, bundle: Bundle, backend: Backend,
+                           t: torch.Tensor | None, vx: np.ndarray, options: SegBundleOptions
+                           ) -> dict[str, Any]:
     """Device pipeline vs torch's gathered execution on real images; raises if they differ."""
     cfg = model.config
     worst, same, pix, total_tok, total_pix = 0.0, 0, 0, 0, 0
     with torch.no_grad():
         for i in range(len(vx)):
             img = torch.from_numpy(vx[i:i + 1])
-            got = runner.run(np.ascontiguousarray(vx[i:i + 1]))
+            got = execute(bundle, backend, np.ascontiguousarray(vx[i:i + 1]))
             if t is None:
                 ref_pred = FullNet(model).eval()(img)[0].numpy()
             else:
@@ -255,11 +264,11 @@ def validate_against_torch(model: EarlyExitSegNet, runner: PixelRunner, t: torch
                 ref_pred = ref.full_res_prediction(cfg.image_hw)[0].numpy()
                 ref_e = ref.exit_index.reshape(-1).numpy()
                 ref_l = ref.logits[0].reshape(cfg.num_classes, -1).t().numpy()
-                eq = ref_e == got.token_exit
+                eq = ref_e == got.exit
                 same += int(eq.sum())
                 total_tok += eq.size
                 if eq.any():
-                    worst = max(worst, float(np.abs(ref_l[eq] - got.token_logits[eq]).max()))
+                    worst = max(worst, float(np.abs(ref_l[eq] - got.extra["token_logits"][eq]).max()))
             pix += int((ref_pred == got.prediction).sum())
             total_pix += ref_pred.size
     exit_agree = same / total_tok if total_tok else 1.0

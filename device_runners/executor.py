@@ -1,0 +1,259 @@
+"""The one loop over a bundle's segments, with an active set of units still running.
+
+Every task runs through `execute`: segment after segment, each `Backend.run` timed with
+`perf_counter_ns`, until every unit has stopped or the final segment has run. What a
+*unit* is comes from the bundle's granularity (`model.granularity` in the manifest),
+and only the `ActiveSet` strategy differs:
+
+* `sample` (`SampleRows`): a unit is one input row (classification, clustering). The
+  segment gets the rows still running; rows whose `exit` flag is set leave the batch and
+  the rest pass their `feature` on. A batch of one is the single-sample mode.
+* `token` (`TokenIndex`): a unit is a token of one input — a 4x4 pixel patch for
+  segmentation (CBT). Segment 0 takes the image; later segments take the whole feature
+  grid plus the flat index of the tokens still running (`idx`) and gather, compute and
+  scatter inside the graph, so stopped tokens keep their last feature. Tokens whose
+  `exit_mask` is set keep the logits of that exit; the extra `assemble` graph turns the
+  token logits into the class map.
+
+`no_exit` ignores exit decisions (every unit runs to the end: the split overhead).
+Adding a granularity is one `ActiveSet` subclass registered in `ACTIVE_SETS`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from device_runners.backends import Backend
+from device_runners.errors import BundleError
+from device_runners.manifest import Bundle
+
+ACTIVE_SETS: dict[str, type[ActiveSet]] = {}
+
+
+def register_active_set(cls: type[ActiveSet]) -> type[ActiveSet]:
+    ACTIVE_SETS[cls.granularity] = cls
+    return cls
+
+
+@dataclass
+class Outcome:
+    """What one `execute` call did. Per unit: the segment it stopped at, its prediction
+    and confidence (and, for tokens, its logits); per segment run: latency and how many
+    units entered it."""
+
+    exit: np.ndarray
+    prediction: np.ndarray
+    confidence: np.ndarray
+    segment_latency_ns: list[int]
+    active: list[int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latency_ns(self) -> int:
+        return int(sum(self.segment_latency_ns) + self.extra.get("assemble_latency_ns", 0))
+
+
+class ActiveSet:
+    """The units of one `execute` call that are still running, and what they feed."""
+
+    granularity: ClassVar[str] = ""
+
+    def __init__(self, bundle: Bundle, x: np.ndarray) -> None:
+        self.bundle, self.x = bundle, x
+
+    @property
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def feeds(self, seg: dict[str, Any]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def update(self, index: int, out: dict[str, np.ndarray], stop: str) -> None:
+        """Record the units that stop at segment `index` and keep the rest running.
+        `stop`: "exits" (the graph's exit decisions), "none" (no unit stops) or "all"."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _stopping(flags: np.ndarray, stop: str) -> np.ndarray:
+        if stop == "exits":
+            return flags.astype(bool)
+        return np.full(len(flags), stop == "all")
+
+    def finish(self, backend: Backend, clock: Any) -> Outcome:
+        raise NotImplementedError
+
+
+@register_active_set
+class SampleRows(ActiveSet):
+    """Rows of a batch; exited rows leave it (`run_batch`), a batch of one is `run_single`."""
+
+    granularity = "sample"
+
+    def __init__(self, bundle: Bundle, x: np.ndarray) -> None:
+        super().__init__(bundle, x)
+        n = len(x)
+        self.rows = np.arange(n)
+        self.feature = x
+        self.exit = np.full(n, -1, np.int64)
+        self.prediction = np.zeros(n, np.int64)
+        self.confidence = np.zeros(n, np.float32)
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    def feeds(self, seg: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {seg["inputs"][0]: self.feature}
+
+    def update(self, index: int, out: dict[str, np.ndarray], stop: str) -> None:
+        done = self._stopping(out.get("exit", out["prediction"]), stop)
+        stopped = self.rows[done]
+        self.exit[stopped] = index
+        self.prediction[stopped] = out["prediction"][done]
+        self.confidence[stopped] = out["confidence"][done]
+        if stop != "all":
+            self.rows, self.feature = self.rows[~done], out["feature"][~done]
+
+    def finish(self, backend: Backend, clock: Any) -> Outcome:
+        return Outcome(self.exit, self.prediction, self.confidence, [], [])
+
+
+@register_active_set
+class TokenIndex(ActiveSet):
+    """Tokens of one image: a flat index of the running ones; stopped ones keep their logits."""
+
+    granularity = "token"
+
+    def __init__(self, bundle: Bundle, x: np.ndarray) -> None:
+        super().__init__(bundle, x)
+        task = bundle.manifest.get("segmentation") or {}
+        if len(x) != 1:
+            raise BundleError("token exits run one input at a time (gathered tokens); "
+                              "use --mode single")
+        self.h, self.w = task["token_hw"]
+        self.k = len(bundle.manifest["classes"])
+        n = self.h * self.w
+        self.idx = np.arange(n, dtype=np.int64)
+        self.logits = np.zeros((n, self.k), np.float32)
+        self.exit = np.full(n, -1, np.int64)
+        self.feature: np.ndarray | None = None
+        self.prediction: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.idx)
+
+    def feeds(self, seg: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self.feature is None:  # the first segment takes the image
+            return {seg["inputs"][0]: self.x}
+        return {seg["inputs"][0]: self.feature, seg["inputs"][1]: self.idx}
+
+    def update(self, index: int, out: dict[str, np.ndarray], stop: str) -> None:
+        if "exit_mask" not in out:  # a monolithic graph: the class map directly
+            self.prediction = out["prediction"][0]
+            self.exit[:] = int(self.bundle.manifest["segmentation"]["num_exits"]) - 1
+            self.idx = self.idx[:0]
+            return
+        mask = self._stopping(out["exit_mask"], stop)
+        stopped = self.idx[mask]
+        self.logits[stopped] = out["logits"][mask]
+        self.exit[stopped] = index
+        self.idx, self.feature = self.idx[~mask], out["feature"]
+
+    def finish(self, backend: Backend, clock: Any) -> Outcome:
+        assemble_ns = 0
+        logits = None
+        if self.prediction is None:
+            logits = self.logits
+            grid = np.ascontiguousarray(logits.T.reshape(1, self.k, self.h, self.w))
+            t0 = clock()
+            self.prediction = backend.run("assemble", {"logits": grid})["prediction"][0]
+            assemble_ns = clock() - t0
+        e = self.logits - self.logits.max(1, keepdims=True)
+        conf = (1.0 / np.exp(e).sum(1)).astype(np.float32)  # max softmax of each token
+        return Outcome(self.exit, self.prediction, conf, [], [],
+                       extra={"token_logits": logits, "assemble_latency_ns": assemble_ns})
+
+
+def granularity(bundle: Bundle) -> str:
+    g = (bundle.manifest.get("model") or {}).get("granularity", "sample")
+    if g not in ACTIVE_SETS:
+        raise BundleError(f"this runner cannot execute {g!r} exits (it knows {sorted(ACTIVE_SETS)}); "
+                          "upgrade edge-ee on the device")
+    return g
+
+
+def execute(bundle: Bundle, backend: Backend, x: np.ndarray, no_exit: bool = False,
+            clock: Any = time.perf_counter_ns) -> Outcome:
+    """Run the units of `x` through the segments until each has stopped."""
+    units = ACTIVE_SETS[granularity(bundle)](bundle, x)
+    last = len(bundle.segments) - 1
+    latency, active = [], []
+    for seg in bundle.segments:
+        i = seg["index"]
+        active.append(units.count)
+        feeds = units.feeds(seg)
+        t0 = clock()
+        out = backend.run(i, feeds)
+        latency.append(clock() - t0)
+        units.update(i, out, "all" if i == last else "none" if no_exit else "exits")
+        if units.count == 0:
+            break
+    outcome = units.finish(backend, clock)
+    outcome.segment_latency_ns, outcome.active = latency, active
+    return outcome
+
+
+def warm_up(bundle: Bundle, backend: Backend, x: np.ndarray, runs: int,
+            no_exit: bool = True) -> None:
+    """Run one input through every segment `runs` times (allocations, caches, lazy init)."""
+    for _ in range(runs):
+        execute(bundle, backend, x[:1], no_exit=no_exit)
+
+
+# ----------------------------------------------------------------- classification helpers
+
+
+def run_single(bundle: Bundle, backend: Backend, x: np.ndarray, labels: np.ndarray | None,
+               no_exit: bool = False) -> tuple[dict[str, list], bool]:
+    """Each sample on its own through `execute`; the per-sample records and whether the
+    run completed (Ctrl-C keeps what was done). For scripts and benchmarks; `edge-ee-run`
+    drives `execute` through `device_runners.session`."""
+    rec: dict[str, list] = {"exit": [], "prediction": [], "confidence": [], "label": [],
+                            "segment_latency_ns": []}
+    try:
+        for n in range(len(x)):
+            out = execute(bundle, backend, x[n : n + 1], no_exit)
+            rec["exit"].append(int(out.exit[0]))
+            rec["prediction"].append(int(out.prediction[0]))
+            rec["confidence"].append(float(out.confidence[0]))
+            rec["label"].append(None if labels is None else int(labels[n]))
+            rec["segment_latency_ns"].append(out.segment_latency_ns)
+    except KeyboardInterrupt:
+        return rec, False
+    return rec, True
+
+
+def run_batch(bundle: Bundle, backend: Backend, x: np.ndarray, labels: np.ndarray | None,
+              batch_size: int = 32, no_exit: bool = False
+              ) -> tuple[dict[str, list], list[dict[str, Any]], bool]:
+    """Shrinking batches through `execute`: sample records, per-batch records, completed."""
+    rec: dict[str, list] = {"exit": [], "prediction": [], "confidence": [], "label": []}
+    batches: list[dict[str, Any]] = []
+    try:
+        for start in range(0, len(x), batch_size):
+            out = execute(bundle, backend, x[start : start + batch_size], no_exit)
+            rec["exit"] += out.exit.tolist()
+            rec["prediction"] += out.prediction.tolist()
+            rec["confidence"] += out.confidence.astype(float).tolist()
+            rec["label"] += ([None] * len(out.exit) if labels is None
+                             else [int(v) for v in labels[start : start + len(out.exit)]])
+            batches.append({"size": len(out.exit), "active": out.active,
+                            "segment_latency_ns": out.segment_latency_ns})
+    except KeyboardInterrupt:
+        return rec, batches, False
+    return rec, batches, True
