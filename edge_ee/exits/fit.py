@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edge_ee.data import ImageSplit
+from edge_ee.datasets import classes_of, stream
 from edge_ee.errors import CalibrationError, DataError
 from edge_ee.exitnet import ExitNet
 from edge_ee.exits import ExitSpec
@@ -31,17 +32,17 @@ from edge_ee.exits.stats import ClassStats
 Variant = Sequence[ExitSpec | None]  # one spec (or none) per exit point
 
 
-def batches(data: ImageSplit, batch_size: int = 256, desc: str | None = None,
-            progress: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised float32 NCHW batches with int64 labels, with a progress bar."""
-    n = len(data)
-    mean = np.asarray(data.mean, np.float32)
-    std = np.asarray(data.std, np.float32)
-    for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress or desc is None,
-                  unit="batch", leave=False):
-        x = (data.images[i : i + batch_size].astype(np.float32) / 255.0 - mean) / std
-        yield (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
-               torch.from_numpy(data.labels[i : i + batch_size]))
+def batches(data: Any, batch_size: int = 256, desc: str | None = None, progress: bool = True,
+            device: str | torch.device = "cpu", shard: bool = False
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised float32 batches with int64 labels (`edge_ee.datasets.stream`: an
+    ImageSplit, or any Dataset/DataLoader of (input, label)), with a progress bar."""
+    total = None
+    if hasattr(data, "__len__"):
+        n = len(data.dataset) if isinstance(data, torch.utils.data.DataLoader) else len(data)
+        total = -(-n // batch_size)
+    yield from tqdm(stream(data, batch_size, device, shard), total=total, desc=desc,
+                    disable=not progress or desc is None, unit="batch", leave=False)
 
 
 def _last_needed(variants: Sequence[Variant]) -> int:
@@ -50,33 +51,43 @@ def _last_needed(variants: Sequence[Variant]) -> int:
 
 
 @torch.no_grad()
-def fit_statistics(net: ExitNet, variants: Sequence[Variant], data: ImageSplit,
-                   batch_size: int = 256, progress: bool = True) -> list[list[ClassStats | None]]:
-    """One pass: class statistics for every exit of every variant."""
-    net.eval()
-    k = len(data.classes)
-    if data.labels.size and (data.labels.min() < 0 or data.labels.max() >= k):
-        raise DataError(f"labels must be in 0..{k - 1}; got {data.labels.min()}..{data.labels.max()}")
+def fit_statistics(net: ExitNet, variants: Sequence[Variant], data: Any,
+                   batch_size: int = 256, progress: bool = True,
+                   device: str | torch.device = "cpu") -> list[list[ClassStats | None]]:
+    """One pass: class statistics for every exit of every variant.
+
+    `data`: an ImageSplit or any Dataset/DataLoader of (input, label). Sums accumulate in
+    float64 on `device` (the CPU for MPS, which has no float64); under torch.distributed
+    each process takes its shard and the sums are all-reduced (`edge_ee.distributed`)."""
+    dev = torch.device(device)
+    net.eval().to(dev)
+    classes = classes_of(data)
+    k = len(classes)
     shapes = net.feature_shapes()
+    acc_dev = torch.device("cpu") if dev.type == "mps" else dev
     out: list[list[ClassStats | None]] = []
     for v in variants:
         if len(v) != net.num_exits:
             raise CalibrationError(f"{len(v)} exit specs for {net.num_exits} exit points")
         out.append([None if s is None else ClassStats(
-            k, FeatureTransform(s.pool).out_dim(shapes[i]), with_scatter=s.kind == "lda")
-            for i, s in enumerate(v)])
+            k, FeatureTransform(s.pool).out_dim(shapes[i]), with_scatter=s.kind == "lda",
+            device=acc_dev) for i, s in enumerate(v)])
     transforms = [[None if s is None else FeatureTransform(s.pool) for s in v] for v in variants]
     last = _last_needed(variants)
-    for x, y in batches(data, batch_size, "class statistics", progress):
+    for x, y in batches(data, batch_size, "class statistics", progress, dev, shard=True):
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+            raise DataError(f"labels must be in 0..{k - 1}; got {int(y.min())}..{int(y.max())} "
+                            "— the data's labels do not match the model's classes")
         for i in range(last + 1):
             x = net.stages[i](x)
             for vi in range(len(variants)):
                 if out[vi][i] is not None:
                     out[vi][i].update(transforms[vi][i](x), y)
+    net.cpu()
     for stats in out:
         for s in stats:
             if s is not None:
-                s.check_complete(data.classes)
+                s.all_reduce().check_complete(classes)
     return out
 
 
@@ -109,21 +120,32 @@ class ExitScores:
 
 
 @torch.no_grad()
-def score_split(net: ExitNet, head_sets: Sequence[Sequence[ExitHead | None]], data: ImageSplit,
-                batch_size: int = 256, progress: bool = True, desc: str = "scoring"
-                ) -> list[ExitScores]:
-    """One full forward pass; each head set's raw exit scores and the final logits."""
-    net.eval()
+def score_split(net: ExitNet, head_sets: Sequence[Sequence[ExitHead | None]], data: Any,
+                batch_size: int = 256, progress: bool = True, desc: str = "scoring",
+                device: str | torch.device = "cpu") -> list[ExitScores]:
+    """One full forward pass; each head set's raw exit scores and the final logits (kept
+    per sample on the CPU: the only thing a pass keeps)."""
+    dev = torch.device(device)
+    net.eval().to(dev)
+    for hs in head_sets:
+        for h in hs:
+            if h is not None:
+                h.to(dev)
     raws: list[list[list[torch.Tensor]]] = [[[] for _ in hs] for hs in head_sets]
     finals, labels = [], []
-    for x, y in batches(data, batch_size, desc, progress):
+    for x, y in batches(data, batch_size, desc, progress, dev):
         for i, stage in enumerate(net.stages):
             x = stage(x)
             for hi, hs in enumerate(head_sets):
                 if hs[i] is not None:
-                    raws[hi][i].append(hs[i].raw_scores(x))
-        finals.append(net.classifier(x))
-        labels.append(y)
+                    raws[hi][i].append(hs[i].raw_scores(x).cpu())
+        finals.append(net.classifier(x).cpu())
+        labels.append(y.cpu())
+    net.cpu()
+    for hs in head_sets:
+        for h in hs:
+            if h is not None:
+                h.cpu()
     final, lab = torch.cat(finals), torch.cat(labels)
     return [ExitScores([torch.cat(r) if r else None for r in rs], final, lab) for rs in raws]
 

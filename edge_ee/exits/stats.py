@@ -21,6 +21,7 @@ class ClassStats:
     num_classes: int
     dim: int
     with_scatter: bool = False
+    device: torch.device | str = "cpu"  # where the float64 sums live (the features' device)
     sums: torch.Tensor = field(init=False)
     counts: torch.Tensor = field(init=False)
     sq_norm_sum: torch.Tensor = field(init=False)
@@ -32,20 +33,34 @@ class ClassStats:
                 f"shared-covariance exits need a {self.dim}×{self.dim} covariance; pool the "
                 f"feature (ExitSpec.pool) so that D ≤ {MAX_SCATTER_DIM}"
             )
-        self.sums = torch.zeros(self.num_classes, self.dim, dtype=torch.float64)
-        self.counts = torch.zeros(self.num_classes, dtype=torch.float64)
-        self.sq_norm_sum = torch.zeros((), dtype=torch.float64)
-        self.scatter = (torch.zeros(self.dim, self.dim, dtype=torch.float64)
-                        if self.with_scatter else None)
+        kw = {"dtype": torch.float64, "device": self.device}
+        self.sums = torch.zeros(self.num_classes, self.dim, **kw)
+        self.counts = torch.zeros(self.num_classes, **kw)
+        self.sq_norm_sum = torch.zeros((), **kw)
+        self.scatter = torch.zeros(self.dim, self.dim, **kw) if self.with_scatter else None
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Add a batch of flattened features x (B, D) with labels y (B,)."""
-        x64 = x.detach().to(torch.float64)
+        x64 = x.detach().to(self.sums.device, torch.float64)
+        y = y.to(self.sums.device)
         self.sums.index_add_(0, y, x64)
-        self.counts += torch.bincount(y, minlength=self.num_classes).to(torch.float64)
+        self.counts += torch.bincount(y, minlength=self.num_classes).to(x64)
         self.sq_norm_sum += (x64 * x64).sum()
         if self.scatter is not None:
             self.scatter += x64.T @ x64
+
+    def all_reduce(self) -> ClassStats:
+        """Sum the partial statistics of every torch.distributed process (no-op alone),
+        then move them to the CPU for the closed-form heads."""
+        from edge_ee.distributed import all_reduce_sum_
+        for t in (self.sums, self.counts, self.sq_norm_sum, self.scatter):
+            if t is not None:
+                all_reduce_sum_(t)
+        self.sums, self.counts = self.sums.cpu(), self.counts.cpu()
+        self.sq_norm_sum = self.sq_norm_sum.cpu()
+        self.scatter = None if self.scatter is None else self.scatter.cpu()
+        self.device = "cpu"
+        return self
 
     def merge(self, other: ClassStats) -> None:
         self.sums += other.sums
