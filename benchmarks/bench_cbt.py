@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device_runners.manifest import load_bundle
 from device_runners.pixel_runner import PixelRunner, confusion, self_check
-from edge_ee.report_seg import masked_flops
+from edge_ee.report import masked_flops
 from edge_ee.segmentation.build import calibration_record
 from edge_ee.segmentation.bundle import SegBundleOptions, write_seg_bundle
 from edge_ee.segmentation.cbt import CBTConfig, cbt_thresholds, collect_cbt_stats, single_thresholds
