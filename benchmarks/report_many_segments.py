@@ -3,9 +3,9 @@ run by edge-ee-run and reported, to check that the report's charts stay readable
 
 Class means come from a class-balanced 500-per-class subset of the CIFAR-10 JPEG train
 split (sizes kept small so it finishes in minutes on 2 cores); thresholds are the greedy
-max-drop choice; every exit is exported (the ones the search dropped with threshold 1.0, which
-never exits), so the bundle has one segment per residual block (27). Then the runner measures it on 200 class-balanced test images
-and `edge-ee report` writes the report.
+max-drop choice; every exit is exported (the ones the search dropped get threshold 1.0,
+which never exits), so the bundle has one segment per residual block (27). Then the runner
+measures it on 200 class-balanced test images and `edge-ee report` writes the report.
 
     python benchmarks/report_many_segments.py --out /tmp/many [--per-class 500]
 """

@@ -69,7 +69,7 @@ def segment_slots(sums: list[Summary]) -> list[list[float]]:
     for s in sums:
         xs = [x + g for g in range(len(s["exit_points"]))]
         pos.append(xs)
-        x = (xs[-1] if xs else x) + 1.8
+        x = (xs[-1] if xs else x) + 2.4
     return pos
 
 
