@@ -20,7 +20,7 @@ import numpy as np
 matplotlib.use("Agg")
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 DPI = 90
@@ -38,7 +38,7 @@ def _estimated(sums: list[Summary]) -> bool:
 
 def _log_axis(ax: Any) -> None:
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel(ax.get_ylabel() + " (log scale)")
 
@@ -83,7 +83,7 @@ def segment_axis(ax: Any, sums: list[Summary], names: list[str], slots: list[lis
             ticks.append(xs[g])
             p = s["exit_points"][g]
             labels.append(str(g) if many else f"seg{g}\nexit {p}")
-    ax.set_xticks(ticks, labels, fontsize=7)
+    ax.set_xticks(ticks, labels, fontsize=8)
     ax.set_xlim(-0.8, max(x for xs in slots for x in xs) + 0.8)
     if len(sums) > 1:
         for nm, xs in zip(names, slots, strict=True):
@@ -96,15 +96,19 @@ def segment_axis(ax: Any, sums: list[Summary], names: list[str], slots: list[lis
 
 def _width(sums: list[Summary], base: float = 8.0) -> float:
     slots = sum(len(s["exit_points"]) for s in sums)
-    return float(min(16.0, max(base, 3.0 + 0.22 * slots)))
+    return float(min(13.0, max(base, 3.0 + 0.2 * slots)))
 
 
 def fig_latency(sums: list[Summary], names: list[str]) -> Figure | None:
     """Per-segment latency boxes (whiskers p1..p99) and end-to-end percentiles."""
     if not any(v for s in sums for v in s["series"]["segment_latency_ns"]):
         return None
-    fig = Figure(figsize=(_width(sums, 10) + 3, 4.4), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2, width_ratios=(3, 1.3))
+    if sum(len(s["exit_points"]) for s in sums) > MAX_TICKS:  # many slots: boxes get a row
+        fig = Figure(figsize=(_width(sums, 10), 8.2), layout="constrained")
+        ax, ax2 = fig.subplots(2, 1, height_ratios=(3, 2))
+    else:
+        fig = Figure(figsize=(13, 4.4), layout="constrained")
+        ax, ax2 = fig.subplots(1, 2, width_ratios=(3, 1.3))
     slots = segment_slots(sums)
     for i, s in enumerate(sums):
         data = [np.asarray(seg, np.float64) / 1e6 for seg in s["series"]["segment_latency_ns"]]
@@ -263,8 +267,12 @@ def fig_throughput(sums: list[Summary], names: list[str]) -> Figure | None:
     if not any(r["achieved_gflops"] for s in sums for r in (s["throughput"] or {})
                .get("segments", [])):
         return None
-    fig = Figure(figsize=(_width(sums, 6) * 1.6, 3.9), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
+    if sum(len(s["exit_points"]) for s in sums) > MAX_TICKS:  # many slots: one row each
+        fig = Figure(figsize=(_width(sums, 10), 7.2), layout="constrained")
+        ax, ax2 = fig.subplots(2, 1)
+    else:
+        fig = Figure(figsize=(12, 3.9), layout="constrained")
+        ax, ax2 = fig.subplots(1, 2)
     slots = segment_slots(sums)
     for i, s in enumerate(sums):
         tp = s["throughput"] or {"segments": [], "peak_gflops": None, "bandwidth_gbps": None}
