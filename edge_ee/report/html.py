@@ -51,7 +51,8 @@ summary { cursor: pointer; color: #23395d; }
 """
 
 FIGURE_TEXT = {
-    "latency": "Boxes: p25-p75 with the median; whiskers p1-p99. A segment only counts the "
+    "latency": "Boxes: p25-p75 with the median; whiskers p5-p95 (p99 is in the end-to-end "
+               "panel). A segment only counts the "
                "units that reached it.",
     "exits": "Share leaving at each exit (the last one is the final classifier).",
     "energy": "Energy of the run window by the trapezoid rule, divided by the inferences in "

@@ -1,14 +1,13 @@
 """What the mIoU metric adds to the shared report: per-class thresholds T_k (CBT's
-criterion), IoU per class, and overlays of where each pixel's token stopped."""
+criterion), IoU per class, and overlays of where each pixel's token stopped (figures
+import matplotlib only when drawn)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from edge_ee.report.plots import color
 from edge_ee.report.tables import Table
 
 Summary = dict[str, Any]
@@ -30,7 +29,10 @@ def per_class_tables(sums: list[Summary], names: list[str]) -> list[Table]:
     return out
 
 
-def fig_thresholds(sums: list[Summary], names: list[str]) -> Figure | None:
+def fig_thresholds(sums: list[Summary], names: list[str]) -> Any:
+    from matplotlib.figure import Figure
+
+    from edge_ee.report.plots import color
     runs = [(i, s) for i, s in enumerate(sums) if s["thresholds"]]
     if not runs:
         return None
@@ -50,7 +52,8 @@ def fig_thresholds(sums: list[Summary], names: list[str]) -> Figure | None:
     return fig
 
 
-def fig_overlays(sums: list[Summary], names: list[str]) -> Figure | None:
+def fig_overlays(sums: list[Summary], names: list[str]) -> Any:
+    from matplotlib.figure import Figure
     runs = [(i, s) for i, s in enumerate(sums)
             if s["series"].get("images") is not None and s["series"]["exit_maps"]
             and not s["variant"].startswith("monolithic")]

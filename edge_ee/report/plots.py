@@ -25,6 +25,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 DPI = 90
 MAX_TICKS = 12  # segment labels per run before they are thinned
+WHISKERS = (5, 95)  # percentiles of the latency whiskers (p99 is in the end-to-end panel)
 Summary = dict[str, Any]
 
 
@@ -115,20 +116,29 @@ def fig_latency(sums: list[Summary], names: list[str]) -> Figure | None:
         keep = [(p, d) for p, d in zip(slots[i], data, strict=True) if len(d)]
         if keep:
             bp = ax.boxplot([d for _, d in keep], positions=[p for p, _ in keep], widths=0.6,
-                            whis=(1, 99), showfliers=False, patch_artist=True,
+                            whis=WHISKERS, showfliers=False, patch_artist=True,
                             manage_ticks=False)
             for box in bp["boxes"]:
                 box.set(facecolor=color(i), alpha=0.55, edgecolor=color(i))
             for med in bp["medians"]:
                 med.set(color="black")
     segment_axis(ax, sums, names, slots)
-    values = np.concatenate([np.asarray(v, np.float64) / 1e6 for s in sums
-                             for v in s["series"]["segment_latency_ns"] if len(v)])
-    lo, hi = np.percentile(values, [1, 99])
+    # the scale follows the boxes, not the preemption tails: log only when the segments'
+    # medians differ by > 15x; limits from the whiskers (the tails are in the p99 panel)
+    data = [np.asarray(v, np.float64) / 1e6 for s in sums
+            for v in s["series"]["segment_latency_ns"] if len(v)]
+    meds = [float(np.median(d)) for d in data]
+    lo = min(float(np.percentile(d, WHISKERS[0])) for d in data)
+    hi = max(float(np.percentile(d, WHISKERS[1])) for d in data)
     ax.set_ylabel("latency per segment (ms)")
-    if lo > 0 and hi / lo > 15:  # segments of very different cost would flatten the boxes
+    if min(meds) > 0 and max(meds) / min(meds) > 15:
         _log_axis(ax)
-    ax.set_title("Latency per segment (box p25-p75, whiskers p1-p99)", fontsize=10)
+        ax.set_ylim(lo / 1.3, hi * 1.3)
+    else:
+        pad = 0.08 * (hi - lo) or 0.05 * hi
+        ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    ax.set_title(f"Latency per segment (box p25-p75, whiskers p{WHISKERS[0]}-p{WHISKERS[1]})",
+                 fontsize=10)
     ax.legend(handles=[Patch(color=color(i), alpha=0.55, label=n) for i, n in enumerate(names)],
               fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -142,6 +152,10 @@ def fig_latency(sums: list[Summary], names: list[str]) -> Figure | None:
             ax2.bar_label(bars, fmt="%.3g", fontsize=7)
     ax2.set_xticks(range(len(pcts)), pcts)
     ax2.set_ylabel("end-to-end latency (ms)")
+    p50 = [s.get("latency_ns", {}).get("p50") or 0 for s in sums]
+    p99 = [s.get("latency_ns", {}).get("p99") or 0 for s in sums]
+    if min(p50) > 0 and max(p99) / min(p50) > 15:  # a long tail would flatten the p50 bars
+        _log_axis(ax2)
     ax2.set_title("End-to-end latency percentiles", fontsize=10)
     ax2.grid(axis="y", alpha=0.3)
     ax2.margins(y=0.12)
