@@ -169,7 +169,13 @@ class MeanIoU(TaskMetric):
         series = {"overlay_index": idx,
                   "exit_maps": [np.asarray(maps["token_exit"][j]) for j in range(len(idx))],
                   "images": _images(results, bundle, idx) if idx else None}
-        counts = tpe.sum(0).tolist()
+        # tokens stopping at exit k are counted at the segment that runs stage k (one
+        # segment holds every stage in a monolithic bundle)
+        segment_of = {int(st): i for i, sg in enumerate(bundle.segments)
+                      for st in sg.get("stages", [i])}
+        counts = [0] * len(bundle.segments)
+        for k, c in enumerate(tpe.sum(0).tolist()):
+            counts[segment_of.get(k, len(counts) - 1)] += int(c)
         return Scored(value, int(first.sum()), masked_flops(tpe, seg["cost"]), counts, detail,
                       series)
 

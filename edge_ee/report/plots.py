@@ -78,21 +78,21 @@ def segment_axis(ax: Any, sums: list[Summary], names: list[str], slots: list[lis
                  ) -> None:
     """Thinned segment tick labels, and the run name under each group of slots."""
     ticks, labels = [], []
-    many = max(len(s["exit_points"]) for s in sums) > MAX_TICKS
+    many = sum(len(s["exit_points"]) for s in sums) > MAX_TICKS
     for s, xs in zip(sums, slots, strict=True):
         for g in thin(len(xs)):
             ticks.append(xs[g])
-            p = s["exit_points"][g]
-            labels.append(str(g) if many else f"seg{g}\nexit {p}")
+            p = str(s["exit_points"][g])
+            labels.append(str(g) if many else f"seg{g}\n{p if p.startswith('exit') else 'exit ' + p}")
     ax.set_xticks(ticks, labels, fontsize=8)
     ax.set_xlim(-0.8, max(x for xs in slots for x in xs) + 0.8)
     if len(sums) > 1:
         for nm, xs in zip(names, slots, strict=True):
             ax.annotate(nm, ((xs[0] + xs[-1]) / 2, 0), xycoords=("data", "axes fraction"),
-                        xytext=(0, -26 if many else -36), textcoords="offset points",
+                        xytext=(0, -17 if many else -32), textcoords="offset points",
                         ha="center", va="top", fontsize=8, fontweight="bold")
-    ax.set_xlabel(("segment index" if many else "") + ("\n\n" if len(sums) > 1 else ""),
-                  fontsize=8)
+    if many:
+        ax.set_xlabel("segment index", fontsize=8, labelpad=16 if len(sums) > 1 else 2)
 
 
 def _width(sums: list[Summary], base: float = 8.0) -> float:
