@@ -30,7 +30,7 @@ from device_runners.executor import execute
 from device_runners.golden import self_check
 from device_runners.manifest import load_bundle
 from device_runners.recorders import confusion
-from edge_ee.report_seg import masked_flops
+from edge_ee.report import masked_flops
 from edge_ee.segmentation.build import calibration_record
 from edge_ee.segmentation.bundle import SegBundleOptions, write_seg_bundle
 from edge_ee.segmentation.cbt import CBTConfig, cbt_thresholds, collect_cbt_stats, single_thresholds

@@ -302,19 +302,57 @@ def test_usb_meter_csv_power_column_and_errors(tmp_path: Path) -> None:
         UsbMeterCsv()
 
 
-def test_estimated_from_proc_stat(tmp_path: Path) -> None:
+def test_estimated_model_from_process_cpu_time(tmp_path: Path) -> None:
     stat_file = tmp_path / "proc/stat"
     stat_file.parent.mkdir()
-    stat_file.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n")
-    src = EstimatedPower(tmp_path, profile=load_profile("raspberry-pi-4"))
+    stat_file.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0 0 0\n"
+                         "cpu1 50 0 50 400 0 0 0 0 0 0\n")
+    cpu = iter([0, 150_000_000, 150_000_000])  # CPU time of this process (ns)
+    wall = iter([0, 100_000_000, 200_000_000])  # monotonic wall clock (ns)
+    src = EstimatedPower(tmp_path, profile=load_profile("raspberry-pi-4"),
+                         cpu_time_ns=lambda: next(cpu), wall_time_ns=lambda: next(wall))
     src.open()
-    stat_file.write_text("cpu  400 0 200 950 50 0 0 0 0 0\n")  # busy +400 of total +600
-    reading = src.read()
-    assert reading["estimated_total"] == pytest.approx(2700 + (400 / 600) * (6400 - 2700))
+    assert src.n_cpus == 2
+    # 150 ms of CPU in 100 ms of wall on 2 CPUs: 75 % of the device busy
+    assert src.read()["estimated_total"] == pytest.approx(2700 + 0.75 * (6400 - 2700))
+    assert src.read()["estimated_total"] == pytest.approx(2700)  # then idle
     assert src.is_estimate and src.describe()["label"] == "estimated"
     assert "ESTIMATED" in src.describe()["caveats"][0]
+    assert "this process" in src.describe()["caveats"][0]
     with pytest.raises(PowerSourceError, match="profile"):
         EstimatedPower(tmp_path)
+    stat_file.write_text("intr 1 2 3\n")
+    with pytest.raises(PowerSourceError, match="proc"):
+        EstimatedPower(tmp_path, profile=load_profile("raspberry-pi-4")).open()
+
+
+def test_estimated_ignores_other_processes_and_sees_its_own_load() -> None:
+    """Real clocks: a CPU-bound process beside the runner does not raise the estimate;
+    the runner's own busy loop does, by its share of the machine's CPUs."""
+    import subprocess
+    import sys
+
+    src = EstimatedPower("/", profile=load_profile("generic-x86_64"))
+    src.open()
+    span = src.max_power_mw - src.idle_power_mw
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        src.read()
+        time.sleep(0.5)  # this process sleeps while the other one spins
+        other = (src.read()["estimated_total"] - src.idle_power_mw) / span
+    finally:
+        hog.kill()
+        hog.wait()
+    assert other < 0.05, f"another process's load leaked into the estimate: {other:.3f}"
+    src.read()
+    c0, w0 = time.process_time_ns(), time.monotonic_ns()
+    while time.monotonic_ns() - w0 < 300_000_000:
+        pass
+    own = (src.read()["estimated_total"] - src.idle_power_mw) / span
+    expected = (time.process_time_ns() - c0) / ((time.monotonic_ns() - w0) * src.n_cpus)
+    assert own == pytest.approx(expected, abs=0.05)
+    assert own * src.n_cpus > 0.25  # the busy loop got at least a quarter of a core
 
 
 def test_null_source() -> None:

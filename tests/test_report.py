@@ -136,12 +136,13 @@ def test_estimated_label_in_markdown_html_and_csv(report_dir: Path):
     assert all(r["power_label"] == "estimated" for r in rows)
     with open(report_dir / "tables" / "overview.csv", newline="") as f:
         overview = {r[0]: r[1:] for r in csv.reader(f)}
-    assert all("(estimated)" in v for v in overview["energy / inference (mJ)"])
+    assert all("(estimated)" in v for v in overview["energy / sample (mJ)"])
     for name in ("overview", "latency_segments", "exits", "energy", "throughput",
                  "operating_points"):
         assert (report_dir / "tables" / f"{name}.csv").is_file()
         assert json.loads((report_dir / "tables" / f"{name}.json").read_text())["rows"]
-    for fig in ("latency", "exits", "energy", "accuracy_cost", "throughput", "power"):
+    for fig in ("latency", "exits", "energy", "metric_cost", "metric_latency", "throughput",
+                "power"):
         assert (report_dir / "figures" / f"{fig}.png").stat().st_size > 5000
     rep = json.loads((report_dir / "report.json").read_text())
     assert set(rep) == {"early-exit", "no-exit"} and "series" not in rep["early-exit"]
@@ -185,7 +186,7 @@ def test_calibration_curve_from_the_manifest(runs, fashion_bundle, tmp_path):
     with open(tmp_path / "rep" / "tables" / "calibration_curve.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["split"] for r in rows] == ["calibration"] * 3 + ["test"] * 2
-    assert (tmp_path / "rep" / "figures" / "accuracy_cost.png").is_file()
+    assert (tmp_path / "rep" / "figures" / "metric_cost.png").is_file()
     assert not (tmp_path / "rep" / "report.html").exists()
 
 
@@ -208,3 +209,114 @@ def test_html_report_renders_in_headless_chromium(report_dir: Path, tmp_path: Pa
     # the estimated-power banner (#fde8ea) and the header bar (#23395d) are on screen
     assert (np.abs(img.astype(int) - [0x23, 0x39, 0x5D]).sum(axis=2) < 10).mean() > 0.01
     assert (np.abs(img.astype(int) - [0xFD, 0xE8, 0xEA]).sum(axis=2) < 10).mean() > 0.005
+
+
+CERTIFICATE = {"epsilon": 0.02, "delta": 0.05, "bound": 0.0183, "n": 5000, "certified": True,
+               "tested": 12, "point": {"cost_fraction": 0.61, "accuracy": 0.885},
+               "empirical_risk": 0.008, "risk_upper_bound": 0.0183, "samples_needed": 3100}
+RISK_CURVE = [[1.0, 0.0, 0.004], [0.8, 0.003, 0.009], [0.6, 0.008, 0.0183],
+              [0.45, 0.021, 0.033]]
+SOURCE = {"kind": "train-holdout", "n": 5000, "sha256": "ab" * 32,
+          "warning": "calibration samples overlap the class-mean statistics split"}
+
+
+def _as_run_with(other: Path, runs: dict[str, Path], name: str = "early-exit") -> dict:
+    bundle = load_bundle(other)
+    res = load_results(runs[name])
+    res["bundle"]["manifest_sha256"] = bundle.manifest_sha256  # as if run with `other`
+    return summarize(res, bundle)
+
+
+def test_certificate_risk_curve_and_source_shown_when_present(runs, fashion_bundle, tmp_path):
+    other = _other_bundle(fashion_bundle, tmp_path / "b", certificate=CERTIFICATE,
+                          risk_curve=RISK_CURVE, source=SOURCE,
+                          full_accuracy={"test": 0.905})
+    s = _as_run_with(other, runs)
+    cal = s["calibration"]
+    assert cal["certificate"] == CERTIFICATE and cal["source"] == SOURCE
+    assert [p["cost_fraction"] for p in cal["risk_curve"]] == [0.45, 0.6, 0.8, 1.0]
+    assert cal["risk_curve"][1] == {"cost_fraction": 0.6, "empirical_risk": 0.008,
+                                    "upper_bound": 0.0183}
+    write_report([s], ["ee"], tmp_path / "rep")
+    rep = tmp_path / "rep"
+    with open(rep / "tables" / "certificate.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["bound"]) == 0.0183 and row["certified"] == "True"
+    # the certified bound beside the measured drop (manifest's full-network test accuracy)
+    assert float(row["measured_drop"]) == pytest.approx(0.905 - s["accuracy"])
+    with open(rep / "tables" / "risk_curve.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert (rep / "figures" / "risk.png").stat().st_size > 5000
+    md, html = (rep / "report.md").read_text(), (rep / "report.html").read_text()
+    warning = f"ee: calibration data: {SOURCE['warning']}"
+    assert f"- warning: {warning}" in md and warning in html
+    assert "Certified risk bound" in md and "Certified risk bound" in html
+    assert "certified risk bound (calibration)" in md
+
+
+def test_nothing_certified_is_shown_when_absent(runs, fashion_bundle, tmp_path):
+    s = _summary(runs, fashion_bundle)[1]
+    assert s["calibration"]["certificate"] is None and s["calibration"]["risk_curve"] == []
+    write_report([s], ["ee"], tmp_path / "rep")
+    assert not (tmp_path / "rep" / "tables" / "certificate.csv").exists()
+    assert not (tmp_path / "rep" / "figures" / "risk.png").exists()
+    text = (tmp_path / "rep" / "report.md").read_text() + (tmp_path / "rep" /
+                                                           "report.html").read_text()
+    assert "ertif" not in text and "calibration data:" not in text
+
+
+def test_uncertified_bound_is_a_warning(runs, fashion_bundle, tmp_path):
+    other = _other_bundle(fashion_bundle, tmp_path / "b",
+                          certificate={**CERTIFICATE, "certified": False, "bound": 0.031})
+    s = _as_run_with(other, runs)
+    write_report([s], ["ee"], tmp_path / "rep", html=False)
+    assert "risk bound is NOT certified" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_short_window_no_empty_energy_chart_and_same_warnings(fashion_bundle, fashion_samples,
+                                                              tmp_path):
+    """A window too short for energy per inference: no energy figure (no empty axis), and
+    the Markdown and the HTML carry the same warnings."""
+    out = tmp_path / "short.json"
+    assert run_cli.main([str(fashion_bundle), "--input", str(fashion_samples), "--out", str(out),
+                         "--idle-s", "0.3", "--min-duration-s", "0", "--profile",
+                         "generic-x86_64", "--power-source", "estimated", "--quiet"]) == 0
+    s = summarize(load_results(out), load_bundle(fashion_bundle))
+    assert s["energy"] is not None and s["energy"]["energy_per_inference_mj"] is None
+    write_report([s], ["short"], tmp_path / "rep")
+    rep = tmp_path / "rep"
+    assert not (rep / "figures" / "energy.png").exists()
+    assert (rep / "figures" / "power.png").is_file()
+    md, html = (rep / "report.md").read_text(), (rep / "report.html").read_text()
+    warns = [ln[len("- warning: "):] for ln in md.splitlines() if ln.startswith("- warning: ")]
+    assert any("shorter than" in w for w in warns)
+    from html import escape
+    assert all(escape(w) in html for w in warns)
+    powers = [ln for ln in md.splitlines() if ln.startswith("- power, ")]
+    assert len(powers) == 1 and len(powers[0]) < 200 and "ESTIMATED" in powers[0]
+
+
+def test_metric_registry_picks_by_task_and_refuses_unknown():
+    from edge_ee.report.metrics import METRICS, metric_for
+    assert {"accuracy", "miou", "next_token_accuracy"} <= set(METRICS)
+    assert metric_for({"model": {"task": "classification"}}).name == "accuracy"
+    assert metric_for({"model": {"task": "clustering"}}).name == "accuracy"
+    assert metric_for({"model": {}}).name == "accuracy"
+    assert metric_for({"model": {"task": "segmentation"}}).name == "miou"
+    lm = metric_for({"model": {"task": "language_model"}})
+    assert (lm.name, lm.granularity, lm.unit) == ("next_token_accuracy", "token", "token")
+    assert metric_for({"model": {"task": "segmentation", "task_metric": "accuracy"}}).name == \
+        "accuracy"
+    with pytest.raises(ResultsError, match="no report metric for task 'speech'"):
+        metric_for({"model": {"task": "speech"}})
+    with pytest.raises(ResultsError, match="known: "):
+        metric_for({"model": {"task_metric": "bleu"}})
+
+
+def test_tick_labels_are_thinned_at_many_segments():
+    from edge_ee.report.plots import MAX_TICKS, thin
+    assert thin(6) == list(range(6))
+    for n in (13, 26, 27, 60):
+        keep = thin(n)
+        assert keep[0] == 0 and keep[-1] == n - 1 and len(keep) <= MAX_TICKS + 1
+        assert keep == sorted(set(keep))

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +115,18 @@ def test_edge_ee_run_and_report(bundles, samples, tmp_path: Path) -> None:
     assert main(["report", str(outs["full"]), str(outs["cbt"]), "--bundle", str(bundles["full"]),
                  str(bundles["cbt"]), "--names", "full", "cbt", "--out", str(rep)]) == 0
     md = (rep / "report.md").read_text()
-    assert "miou_pct" in md and "Per-class thresholds" in md
+    assert "| mIoU |" in md and "Per-class thresholds" in md and "IoU per class" in md
     assert {p.name for p in (rep / "figures").iterdir()} >= {
-        "miou_gflops.png", "miou_latency.png", "thresholds.png", "overlays.png"}
-    assert (rep / "tables" / "seg_overview.csv").is_file()
+        "metric_cost.png", "metric_latency.png", "thresholds.png", "overlays.png", "exits.png"}
+    assert (rep / "tables" / "overview.csv").is_file()
     html = (rep / "report.html").read_text()
     assert "data:image/png;base64" in html and "<script" not in html and "src='http" not in html
     report = json.loads((rep / "report.json").read_text())
-    assert report["full"]["gflops_per_image"] == pytest.approx(report["full"]["full_gflops"])
-    assert report["cbt"]["gflops_per_image"] < report["full"]["gflops_per_image"]
+    assert report["full"]["expected_flops"] == pytest.approx(report["full"]["full_flops"])
+    assert report["cbt"]["expected_flops"] < report["full"]["expected_flops"]
+    assert report["cbt"]["metric"] == {"name": "miou", "label": "mIoU",
+                                       "value": report["cbt"]["miou"], "unit": "image",
+                                       "exit_unit": "tokens", "granularity": "token"}
     assert 0.2 < report["full"]["miou"] < 0.8
 
 
@@ -213,9 +217,13 @@ def test_estimated_energy_is_labelled_in_the_segmentation_report(bundles, sample
                  "--out", str(rep)]) == 0
     md = (rep / "report.md").read_text()
     assert "ESTIMATED" in md and "(estimated)" in md
-    assert "- energy, cbt: ESTIMATED, not measured" in md  # the source's caveat, spelled out
-    assert "(estimated)" in (rep / "tables" / "seg_overview.csv").read_text()
-    assert "ESTIMATED" in (rep / "report.html").read_text()
+    assert "- power, cbt: ESTIMATED from profile 'generic-x86_64'" in md  # one short line
+    assert "(estimated)" in (rep / "tables" / "overview.csv").read_text()
+    html = (rep / "report.html").read_text()
+    assert "ESTIMATED" in html
+    for line in md.splitlines():  # the HTML shows every warning the Markdown shows
+        if line.startswith("- warning: "):
+            assert escape(line[len("- warning: "):]) in html
 
 
 def test_token_executor_and_batch_refusal(bundles, camvid) -> None:

@@ -1,9 +1,10 @@
-"""One self-contained HTML page for `edge-ee report`: inline CSS, figures as base64 PNG.
+"""The one HTML template of `edge-ee report`, for every task: inline CSS, figures as base64 PNG.
 
 No scripts, fonts or URLs outside the page (the relative links point at the CSV files
-written beside it), so it opens offline and can be mailed as one file. Energy that comes
-from an estimated power source is flagged in a banner, in the figure titles and in every
-table cell that carries it.
+written beside it), so it opens offline and can be mailed as one file. It shows exactly
+the warnings the Markdown shows (`tables.warnings_of`), one short power line per run (the
+runner's full reason folds away), and flags estimated energy in a banner, in the figure
+titles and in every table cell that carries it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import datetime as dt
 from html import escape
 from typing import Any
 
-from edge_ee.report_tables import ESTIMATED, Table, fmt, warnings_of
+from edge_ee.report.tables import ESTIMATED, Table, estimated, fmt, warnings_of
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -50,13 +51,17 @@ summary { cursor: pointer; color: #23395d; }
 """
 
 FIGURE_TEXT = {
-    "latency": "Boxes: p25-p75 with the median; whiskers p1-p99. A segment only counts the "
-               "samples that reached it.",
-    "exits": "Share of samples that left at each exit (the last one is the final classifier).",
+    "latency": "Boxes: p25-p75 with the median; whiskers p5-p95 (p99 is in the end-to-end "
+               "panel). A segment only counts the "
+               "units that reached it.",
+    "exits": "Share leaving at each exit (the last one is the final classifier).",
     "energy": "Energy of the run window by the trapezoid rule, divided by the inferences in "
               "it; above idle subtracts the idle baseline measured before the run.",
-    "accuracy_cost": "Threshold sweep from the manifest's calibration curve when it has one, "
-                     "the operating point chosen at export, and each measured run.",
+    "metric_cost": "Threshold sweep from the manifest's calibration curve when it has one, "
+                   "the operating point chosen at export, and each measured run.",
+    "metric_latency": "One point per run: the metric against the measured median latency.",
+    "risk": "Empirical risk of the calibration's threshold path and the band up to its "
+            "certified upper bound; dashed: the requested epsilon; dot: this run's drop.",
     "throughput": "FLOPs per segment over its median latency against the profile's peak; "
                   "bytes are an ESTIMATE (params x 4 + segment input/output activations).",
     "power": "Grey: idle-baseline window; coloured: the measured run window; dashed: idle "
@@ -83,7 +88,7 @@ def table_html(t: Table) -> str:
         cells = []
         for v in r:
             text = fmt(v)
-            is_est = (isinstance(v, str) and ESTIMATED in v) or (
+            is_est = (isinstance(v, str) and ESTIMATED in v.lower()) or (
                 est_row and t.name == "energy" and isinstance(v, float))
             cells.append(f"<td class='est'>{escape(text)}</td>" if is_est
                          else f"<td>{escape(text)}</td>")
@@ -103,32 +108,34 @@ def _runs_html(sums: list[dict[str, Any]], names: list[str]) -> str:
         reason = escape((e or {}).get("reason") or "no power samples in the results")
         cards.append(
             f"<div class='run'><b>{escape(nm)}</b> {_tag(e)}<br>model {escape(str(s['model']))}"
-            f"<br>{escape(str(b['version']))}, {b['threads']} thread(s),"
-            f" {escape(s['mode'])} mode<br>profile {escape(str(s['profile']['name']))} "
-            f"({escape(str(s['profile']['how']))})<br>{s['samples']} samples"
-            f"{'' if s['complete'] else ' (INCOMPLETE)'}<details><summary>how power was chosen"
-            f"</summary><span class='note'>{reason}</span></details></div>")
+            f" ({escape(s['variant'])})<br>{escape(str(b['version']))}, {b['threads']} "
+            f"thread(s), {escape(s['mode'])} mode<br>profile "
+            f"{escape(str(s['profile']['name']))}<br>{s['samples']} {s['metric']['unit']}s"
+            f"{'' if s['complete'] else ' (INCOMPLETE)'}<br>power: {escape(s['power_line'])}"
+            f"<details><summary>how power and profile were chosen</summary><span class='note'>"
+            f"{reason}<br>profile: {escape(str(s['profile']['how']))}</span></details></div>")
     return "<section><h2>Runs</h2><div class='runs'>" + "".join(cards) + "</div></section>"
 
 
 def to_html(sums: list[dict[str, Any]], names: list[str], tables: list[Table],
             figures: dict[str, tuple[str, bytes]], title: str = "edge-ee run report") -> str:
     """The whole page as one string."""
-    est = any(s.get("energy") and s["energy"]["is_estimate"] for s in sums)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<header><h1>{escape(title)}</h1><p>{escape(' vs '.join(names))} · generated "
-             f"{when} by edge-ee report</p></header><main>"]
-    if est:
+             f"<header><h1>{escape(title)}</h1><p>{escape(' vs '.join(names))} · "
+             f"{escape(sums[0]['metric']['label'])} · generated {when} by edge-ee report</p>"
+             "</header><main>"]
+    if estimated(sums):
         parts.append("<div class='banner est'><b>Power is ESTIMATED, not measured.</b> No power "
                      "sensor was read on the device; every energy and power number on this page "
-                     "comes from the hardware profile (idle power + CPU utilisation x (max - "
-                     "idle)). Cells and figures that carry it are marked <b>estimated</b>.</div>")
+                     "comes from the hardware profile (idle power + the runner's CPU share x "
+                     "(max - idle)). Cells and figures that carry it are marked <b>estimated</b>."
+                     "</div>")
     warns = warnings_of(sums, names)
     if warns:
         parts.append("<div class='banner'>" + "".join(
-            f"<p class='warn'>⚠ {escape(w)}</p>" for w in warns if w) + "</div>")
+            f"<p class='warn'>⚠ warning: {escape(w)}</p>" for w in warns) + "</div>")
     parts.append(_runs_html(sums, names))
     by_name = {t.name: t for t in tables}
     if "overview" in by_name:
