@@ -130,6 +130,9 @@ def check_labels(y: np.ndarray, count: int, num_classes: int, path: Any,
                                  "class index (drop unlabelled samples or leave out 'y')")
         if not (y == np.round(y)).all():
             raise InputSpecError(f"labels in {path} are fractional; labels are class indices")
+        if y.size and np.abs(y).max() > 2**53:
+            raise InputSpecError(f"labels in {path} hold values beyond any class index; labels "
+                                 f"must be in 0..{num_classes - 1}")
         y = y.astype(np.int64)
     if y.dtype.kind not in "iub":
         raise InputSpecError(f"labels in {path} have dtype {y.dtype}; labels must be integer "
