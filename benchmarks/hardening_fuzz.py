@@ -72,7 +72,8 @@ def main() -> None:
         doc = _mutate(RESULTS, data)
         p = tmp / "r.json"
         p.write_text(json.dumps(doc))
-        EXAMPLE["last"] = json.dumps({k: doc.get(k) for k in ("samples", "power")} if isinstance(doc, dict) else doc)
+        EXAMPLE["last"] = json.dumps({k: doc.get(k) for k in ("samples", "power")}
+                                     if isinstance(doc, dict) else doc)
         _record("results (one field replaced)", lambda: bool(load_results(p)) and _results_ok(doc))
 
     @cfg
