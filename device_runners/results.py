@@ -89,8 +89,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def json_safe(obj: Any) -> tuple[Any, int]:
-    """A copy of `obj` with numpy values as Python ones and NaN/inf as None; also returns
-    how many non-finite numbers were replaced."""
+    """`obj` ready for strict JSON: numpy values as Python ones, NaN/inf as None; also
+    returns how many non-finite numbers were replaced. Lists and dicts are cleaned in
+    place (no second copy of a long run's samples); tuples and arrays become lists."""
     count = 0
 
     def clean(o: Any) -> Any:
@@ -102,10 +103,19 @@ def json_safe(obj: Any) -> tuple[Any, int]:
             return None
         if isinstance(o, (str, int, bool)) or o is None:
             return o
+        if isinstance(o, list):
+            for i, v in enumerate(o):
+                if not (type(v) is int or type(v) is str or v is None):  # fast path
+                    o[i] = clean(v)
+            return o
         if isinstance(o, dict):
+            if all(isinstance(k, str) for k in o):
+                for k, v in o.items():
+                    o[k] = clean(v)
+                return o
             return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
+        if isinstance(o, tuple):
+            return clean(list(o))
         if isinstance(o, np.ndarray):
             return clean(o.tolist())
         if isinstance(o, np.generic):
