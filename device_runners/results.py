@@ -199,6 +199,7 @@ def write_results(out: str | Path, doc: dict[str, Any]) -> Path:
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
+        validate_results(doc, str(out))  # the writer checks the contract the report reads
         atomic_write_json(out, doc)
     except (OSError, ResultsError) as err:
         raise ResultsError(

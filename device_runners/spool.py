@@ -15,8 +15,10 @@ Bytes per inference: 8 per scalar column and 8 per latency value plus 4 per ragg
 e.g. a single-mode classification row (exit, prediction, confidence, label, pass and 3
 segment latencies) is 5·8 + 3·8 + 4 = 68 B on disk and nothing in memory beyond the
 current buffer (`flush_rows` rows); the lists it replaces held about 250 B per inference.
-`None` is stored as the int64 minimum (integers) or NaN (floats) and read back as None,
-so JSON written from a spool never holds a bare NaN.
+`None` is stored as the int64 minimum (integers), NaN (floats) or length -1 (lists) and
+read back as None, so JSON written from a spool never holds a bare NaN. A value of
+another kind than its column's (a fraction in an integer column, a string) is a
+`ResultsError`, never truncated.
 """
 
 from __future__ import annotations
@@ -47,6 +49,24 @@ def _kind(value: Any) -> str:
     if hasattr(value, "__float__"):
         return "f"
     raise ResultsError(f"spool: cannot store a {type(value).__name__}; record numbers only")
+
+
+def _as_int(v: Any, column: str) -> int:
+    if isinstance(v, float) and not v.is_integer():
+        raise ResultsError(f"spool: column {column!r} holds integers, got {v!r}")
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ResultsError(f"spool: column {column!r} holds integers, got {v!r}") from err
+
+
+def _column_kind(values: list[Any]) -> str:
+    kinds = {_kind(v) for v in values if v is not None}
+    if "li" in kinds:
+        return "li"
+    if any(isinstance(v, float) and not v.is_integer() for v in values if v is not None):
+        return "f"
+    return "f" if kinds == {"f"} else "i"
 
 
 class Spool:
@@ -83,23 +103,33 @@ class Spool:
         for k, kind in self._kinds.items():
             v = row[k]
             if kind == "li":
-                vals = [INT_NONE if x is None else int(x) for x in v]
+                if v is None:
+                    self._lens[k].append(-1)
+                    continue
+                if not isinstance(v, (list, tuple)):
+                    raise ResultsError(f"spool: column {k!r} holds lists, got {v!r}")
+                vals = [INT_NONE if x is None else _as_int(x, k) for x in v]
                 self._buf[k].extend(vals)
                 self._lens[k].append(len(vals))
             elif kind == "f":
                 self._buf[k].append(math.nan if v is None else float(v))
             else:
-                self._buf[k].append(INT_NONE if v is None else int(v))
+                self._buf[k].append(INT_NONE if v is None else _as_int(v, k))
         self._rows += 1
         if self._rows >= self.flush_rows or time.monotonic() - self._last >= self.flush_s:
             self.flush()
 
     def extend(self, columns: dict[str, list[Any]]) -> None:
-        """Append rows given column-wise (all columns of equal length)."""
+        """Append rows given column-wise (all columns of equal length); each new column's
+        kind comes from all its values (lists, any non-integer float, else integers)."""
         n = {len(v) for v in columns.values()}
         if len(n) > 1:
             raise ResultsError(f"spool: columns of different lengths {sorted(n)}")
         keys = list(columns)
+        if not len(self):
+            for k in keys:
+                if k not in self._kinds:
+                    self._new_column(k, _column_kind(columns[k]))
         for i in range(n.pop() if n else 0):
             self.append({k: columns[k][i] for k in keys})
 
@@ -173,8 +203,12 @@ def _decode(kind: str, data: bytes, lens: bytes) -> list[Any]:
         return ints
     n = array("i")
     n.frombytes(lens)
-    out, pos = [], 0
+    out: list[Any] = []
+    pos = 0
     for m in n:
+        if m < 0:
+            out.append(None)
+            continue
         out.append(ints[pos:pos + m])
         pos += m
     return out

@@ -39,6 +39,7 @@ from device_runners.schema import (
     validate_manifest,
     validate_results,
 )
+from device_runners.spool import Spool, read_spool
 from tests.helpers_fuzz import MANIFEST, PROFILE, RESULTS, _mutate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,3 +148,21 @@ def test_fuzz_labels(y: list[Any], as_float: bool) -> None:
     except InputSpecError:
         return
     assert out.dtype == np.int64 and ((out >= 0) & (out < 10)).all()
+
+
+@FUZZ_FILES
+@given(cols=st.integers(0, 40).flatmap(lambda n: st.fixed_dictionaries({
+    "exit": st.lists(st.none() | st.integers(0, 2**62), min_size=n, max_size=n),
+    "confidence": st.lists(st.none() | st.floats(allow_nan=False, allow_infinity=False),
+                           min_size=n, max_size=n),
+    "segment_latency_ns": st.lists(st.none() | st.lists(st.integers(0, 2**62), max_size=4),
+                                   min_size=n, max_size=n)})))
+def test_fuzz_spool_roundtrip(tmp_path_factory: pytest.TempPathFactory,
+                              cols: dict[str, list[Any]]) -> None:
+    p = tmp_path_factory.mktemp("spool") / "s"
+    sp = Spool(p, flush_rows=7)
+    sp.extend(cols)
+    sp.close()
+    got, _ = read_spool(p)
+    for k, v in cols.items():
+        assert got.get(k, []) == v, k

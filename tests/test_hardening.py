@@ -317,9 +317,12 @@ def test_failed_final_write_keeps_the_spool(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     out.mkdir()  # appears after the up-front check: the rename onto it fails
     doc = {"kind": "edge-ee-results", "schema_version": 1, "complete": True,
+           "bundle": {"manifest_sha256": "ab" * 32, "model": "m"}, "backend": {"name": "ort"},
+           "protocol": {"mode": "single"},
            "samples": {"exit": [0, 1, None], "confidence": [0.5, float("nan"), 0.25],
                        "segment_latency_ns": [[5], [6, 7], [8, 9, 10]]}}
-    with pytest.raises(ResultsError, match=r"kept in .*python -m device_runners\.spool") as e:
+    with pytest.raises(ResultsError, match=r"Is a directory.*kept in .*python -m "
+                       r"device_runners\.spool") as e:
         write_results(out, doc)
     sp = spool_path(out)
     assert sp.is_file() and str(sp) in str(e.value)
