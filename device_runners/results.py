@@ -190,8 +190,10 @@ def write_results(out: str | Path, doc: dict[str, Any]) -> Path:
 
     spool = Spool(spool_path(out))
     try:
-        spool.set_meta({k: v for k, v in json_safe(doc)[0].items() if k != "samples"})
+        header = {k: v for k, v in json_safe(doc)[0].items() if k != "samples"}
+        spool.set_meta(header)  # first, so a cut spool still says what was run
         spool.extend(doc.get("samples") or {})
+        spool.set_meta(header)  # again after the rows: the spool is whole
         spool.close()
     except ResultsError:  # a full disk: still try the results file itself
         with contextlib.suppress(ResultsError, OSError):

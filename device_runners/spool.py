@@ -8,8 +8,9 @@ and what was measured survives a failed final write.
 chunks, each a little-endian uint32 header length, a JSON header (rows, columns, dtypes,
 byte counts) and the raw column bytes; a chunk cut short by a crash is ignored on reading,
 so a spool is readable whatever happened to the process. `set_meta(dict)` stores a JSON
-document in the spool too (the results header), so `recover(spool, out)` can write a
-results.json, marked incomplete, from a spool alone.
+document in the spool too (the results header; the last one wins), so `recover(spool,
+out)` can write a results.json from a spool alone: complete only when the header was
+stored again after the last rows and says so, otherwise marked incomplete.
 
 Bytes per inference: 8 per scalar column and 8 per latency value plus 4 per ragged row,
 e.g. a single-mode classification row (exit, prediction, confidence, label, pass and 3
@@ -140,7 +141,8 @@ class Spool:
             self._lens[name] = array("i")
 
     def set_meta(self, meta: dict[str, Any]) -> None:
-        """Store a JSON document (e.g. the results header) in the spool."""
+        """Store a JSON document (e.g. the results header) in the spool, after the rows so far."""
+        self.flush()
         self._write_chunk({"meta": meta}, b"")
 
     def flush(self) -> None:
@@ -223,6 +225,7 @@ def read_spool(path: str | Path) -> tuple[dict[str, list[Any]], dict[str, Any] |
         raise ResultsError(f"cannot read spool {p}: {err}") from err
     cols: dict[str, list[Any]] = {}
     meta, pos = None, 0
+    meta_last = False
     while pos + 4 <= len(raw):
         (hlen,) = _LEN.unpack_from(raw, pos)
         try:
@@ -231,8 +234,9 @@ def read_spool(path: str | Path) -> tuple[dict[str, list[Any]], dict[str, Any] |
             break
         pos += 4 + hlen
         if "meta" in head:
-            meta = head["meta"]
+            meta, meta_last = head["meta"], True
             continue
+        meta_last = False
         need = sum(c["bytes"] + c["len_bytes"] for c in head["columns"].values())
         if pos + need > len(raw):
             break  # truncated last chunk
@@ -241,6 +245,8 @@ def read_spool(path: str | Path) -> tuple[dict[str, list[Any]], dict[str, Any] |
             lens = raw[pos + c["bytes"]: pos + c["bytes"] + c["len_bytes"]]
             pos += c["bytes"] + c["len_bytes"]
             cols.setdefault(k, []).extend(_decode(c["kind"], data, lens))
+    if meta is not None:
+        meta = {**meta, "_meta_is_last": meta_last}
     return cols, meta
 
 
@@ -249,8 +255,10 @@ def recover(spool: str | Path, out: str | Path) -> Path:
     from device_runners.results import atomic_write_json
 
     cols, meta = read_spool(spool)
-    doc = {**(meta or {}), "samples": cols, "complete": False,
-           "recovered_from_spool": str(spool)}
+    meta = dict(meta or {})
+    # complete only when the writer stored its header again after the last rows
+    complete = bool(meta.pop("_meta_is_last", False) and meta.get("complete"))
+    doc = {**meta, "samples": cols, "complete": complete, "recovered_from_spool": str(spool)}
     return atomic_write_json(out, doc)
 
 

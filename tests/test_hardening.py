@@ -328,9 +328,13 @@ def test_failed_final_write_keeps_the_spool(tmp_path: Path) -> None:
     assert sp.is_file() and str(sp) in str(e.value)
     cols, meta = read_spool(sp)
     assert cols["exit"] == [0, 1, None] and cols["confidence"] == [0.5, None, 0.25]
-    assert cols["segment_latency_ns"] == [[5], [6, 7], [8, 9, 10]] and meta["kind"] == "edge-ee-results"
+    assert cols["segment_latency_ns"] == [[5], [6, 7], [8, 9, 10]]
+    assert meta["kind"] == "edge-ee-results" and meta["_meta_is_last"]
     rec = recover(sp, tmp_path / "recovered.json")
-    assert json.loads(rec.read_text())["complete"] is False
+    assert load_results(rec)["complete"] is True  # the whole run was spooled
+    data = sp.read_bytes()
+    sp.write_bytes(data[: len(data) - 10])  # cut: the closing header is gone
+    assert load_results(recover(sp, tmp_path / "cut.json"))["complete"] is False
 
 
 def test_spool_is_compact_and_survives_a_cut(tmp_path: Path) -> None:
@@ -442,3 +446,17 @@ def test_checksum_error_still_names_the_file(tmp_path: Path, fashion_bundle: Pat
         f.write(b"\x01")
     with pytest.raises(ChecksumError, match=r"seg1\.onnx.*re-copy"):
         load_bundle(b)
+
+
+def test_runner_without_cryptography(tmp_path: Path, fashion_bundle: Path) -> None:
+    """No cryptography installed: a plain run works, --trust is a clear error."""
+    code = ("import sys; sys.modules['cryptography'] = None\n"
+            "from device_runners.cli import main\nsys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    base = [sys.executable, "-c", code, str(fashion_bundle), "--out", str(tmp_path / "r.json"),
+            *FAST]
+    r = subprocess.run(base, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-1500:]
+    r = subprocess.run([*base, "--trust", str(tmp_path / "k.pub")], capture_output=True,
+                       text=True, env=env, timeout=300)
+    _typed(r, "cryptography", "without --trust")
