@@ -129,12 +129,12 @@ def safe_json_loads(raw: bytes, err: type[EdgeEEError], where: str,
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise err(f"{where} is not UTF-8 text ({e}); re-copy it or re-create it with edge-ee") from e
-    if text.count("[") + text.count("{") > 0 and _nesting(text) > MAX_DEPTH:
-        raise err(f"{where} nests deeper than {MAX_DEPTH} levels; it is not a document "
-                  "edge-ee wrote")
     try:
         return json.loads(text, **({} if constants else {"parse_constant": _no_constant}))
-    except (json.JSONDecodeError, ValueError, RecursionError) as e:
+    except RecursionError:
+        raise err(f"{where} nests deeper than the JSON parser allows; it is not a document "
+                  "edge-ee wrote") from None
+    except (json.JSONDecodeError, ValueError) as e:
         raise err(f"{where} is not valid JSON ({e}); re-copy it or re-create it") from e
 
 
@@ -143,7 +143,7 @@ def _no_constant(name: str) -> Any:
 
 
 def _nesting(text: str) -> int:
-    """Deepest bracket nesting outside strings (cheap pre-check before json.loads)."""
+    """Deepest bracket nesting outside strings (pre-check before parsing small YAML files)."""
     depth = best = 0
     in_str = esc = False
     for ch in text:
