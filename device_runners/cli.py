@@ -111,8 +111,12 @@ class _Signals:
         self.deferred = True
 
     def install(self) -> None:
-        for s in SIGNAL_EXIT:
-            signal.signal(s, self)
+        self.previous = {s: signal.signal(s, self) for s in SIGNAL_EXIT}
+
+    def restore(self) -> None:
+        """Put back the handlers found (main() may be called in-process, e.g. by the demo)."""
+        for s, handler in getattr(self, "previous", {}).items():
+            signal.signal(s, handler)
 
     def exit_code(self) -> int:
         return SIGNAL_EXIT.get(self.received or signal.SIGINT, 130)
@@ -134,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-ee-run: interrupted ({sig.name()}) before measuring; nothing was written",
               file=sys.stderr)
         return sig.exit_code()
+    finally:
+        sig.restore()
 
 
 def _open_bundle(args: argparse.Namespace, log: Any) -> Any:

@@ -119,7 +119,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """
     root = Path(path)
     if not root.is_dir():
-        raise BundleError(f"{root} is not a folder; pass the bundle folder edge-ee export wrote")
+        raise BundleError(f"{root} is not a bundle (not a folder); pass the bundle folder "
+                          "edge-ee export wrote")
     mpath = root / MANIFEST
     raw = _read_regular(root, MANIFEST, MAX_MANIFEST_BYTES)
     m = safe_json_loads(raw, BundleError, str(mpath))

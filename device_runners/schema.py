@@ -35,6 +35,7 @@ RESULTS_SCHEMA_VERSION = 1
 MAX_DEPTH = 64  # nesting levels accepted in a JSON/YAML document
 MAX_DOCUMENT_BYTES = 256 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+NONNEGATIVE_CONFIDENCES = ("max_softmax", "temperature", "margin")
 
 
 class _Check:
@@ -210,7 +211,10 @@ def _exit(c: _Check, e: Any, path: str, final: bool) -> None:
     kind = c.string(e.get("kind"), f"{path}.kind")
     if final and kind != "final":
         c.fail(f"{path}.kind", "must be 'final' on the last segment (the final classifier)")
-    c.number(e.get("threshold"), f"{path}.threshold", lo=0, none=True)
+    # probabilities and margins are >= 0 (a negative threshold would fire always); other
+    # criteria (e.g. negative entropy of trained exits) only need to be finite
+    bounded = e.get("confidence") in NONNEGATIVE_CONFIDENCES
+    c.number(e.get("threshold"), f"{path}.threshold", lo=0 if bounded else None, none=True)
     if e.get("thresholds") is not None:
         c.each(e["thresholds"], f"{path}.thresholds", lambda v, p: c.number(v, p, lo=0))
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from edge_ee import cli_types as ct
-
 
 def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
     p = sub.add_parser("seg-build", help="CamVid early-exit segmentation bundle (CBT / single / "
@@ -25,17 +23,17 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     p.add_argument("--mode", choices=("cbt", "single", "full"), default="cbt",
                    help="cbt: per-class thresholds in [alpha, beta]; single: one threshold; "
                         "full: the monolithic network without exits")
-    p.add_argument("--alpha", type=ct.number(0, 1), default=0.99, help="CBT: the easiest class's threshold")
-    p.add_argument("--beta", type=ct.number(0, 1), default=0.998, help="CBT: the hardest class's threshold")
-    p.add_argument("--threshold", type=ct.number(0, 1), default=0.998, help="single: the threshold")
+    p.add_argument("--alpha", type=float, default=0.99, help="CBT: the easiest class's threshold")
+    p.add_argument("--beta", type=float, default=0.998, help="CBT: the hardest class's threshold")
+    p.add_argument("--threshold", type=float, default=0.998, help="single: the threshold")
     p.add_argument("--data", default=None, help="camvid-120x160.npz (default ../shared/data)")
     p.add_argument("--weights", default=None, help="weights .pt with a .sha256 beside it "
                                                    "(default: the shipped ones)")
-    p.add_argument("--calib-images", type=ct.integer(1), default=None,
+    p.add_argument("--calib-images", type=int, default=None,
                    help="CBT statistics from the first N training images (default: all)")
-    p.add_argument("--validation-images", type=ct.integer(1), default=4,
+    p.add_argument("--validation-images", type=int, default=4,
                    help="test images the export is validated on against torch")
-    p.add_argument("--golden-count", type=ct.integer(1), default=2, help="golden images in the bundle")
+    p.add_argument("--golden-count", type=int, default=2, help="golden images in the bundle")
     p.add_argument("--name", default=None, help="model name in the manifest")
     p.add_argument("--overwrite", action="store_true")
     return {"seg-build": cmd_seg_build}

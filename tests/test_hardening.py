@@ -111,7 +111,8 @@ def test_closed_bundle_refuses_escapes_and_unlisted_files(tmp_path: Path, fashio
 def test_edited_manifest_values_are_typed_errors(tmp_path: Path, fashion_bundle: Path) -> None:
     edits = {
         "nan_threshold": lambda m: m["segments"][0]["exit"].update(threshold=float("nan")),
-        "neg_threshold": lambda m: m["segments"][0]["exit"].update(threshold=-0.5),
+        "neg_threshold": lambda m: m["segments"][0]["exit"].update(threshold=-0.5,
+                                                                   confidence="max_softmax"),
         "str_flops": lambda m: m["segments"][0].update(flops="many"),
         "files_list": lambda m: m.update(files=["seg0.onnx"]),
         "bad_digest": lambda m: m["files"].update({"seg0.onnx": "abc"}),
