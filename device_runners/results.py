@@ -179,21 +179,27 @@ def spool_path(out: str | Path) -> Path:
     return p.with_name(f".{p.name}.spool")
 
 
-def write_results(out: str | Path, doc: dict[str, Any]) -> Path:
+def write_results(out: str | Path, doc: dict[str, Any], spool: Any = None) -> Path:
     """Final write that never loses the run: the samples go to a spool beside `out` first
     (`spool.Spool`), then results.json is written atomically with SIGINT/SIGTERM/SIGHUP
     held back; the spool is removed only after the rename. When the write fails the spool
-    stays and the `ResultsError` says where and how to recover it."""
+    stays and the `ResultsError` says where and how to recover it.
+
+    `spool`: the `Spool` the executor appended every unit to during the run (at
+    `spool_path(out)`); its rows are already on disk, only the header is added. Without
+    it, `doc["samples"]` is spooled here."""
     import signal
 
     from device_runners.spool import Spool
 
-    spool = Spool(spool_path(out))
+    fresh = spool is None
+    spool = Spool(spool_path(out)) if fresh else spool
     try:
         header = {k: v for k, v in json_safe(doc)[0].items() if k != "samples"}
-        spool.set_meta(header)  # first, so a cut spool still says what was run
-        spool.extend(doc.get("samples") or {})
-        spool.set_meta(header)  # again after the rows: the spool is whole
+        if fresh:
+            spool.set_meta(header)  # first, so a cut spool still says what was run
+            spool.extend(doc.get("samples") or {})
+        spool.set_meta(header)  # after the rows: the spool is whole
         spool.close()
     except ResultsError:  # a full disk: still try the results file itself
         with contextlib.suppress(ResultsError, OSError):
