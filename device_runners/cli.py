@@ -1,25 +1,34 @@
 """`edge-ee-run BUNDLE`: verify, self-check, run samples, write raw results.json.
 
-Exit codes: 0 done, 2 bad input (bundle, input, backend), 130 interrupted (the
-samples done so far are written and marked incomplete).
+Exit codes: 0 done, 2 bad input (bundle, input, backend, a flag out of range), 130
+interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP: the samples done so far
+are written and marked incomplete. Every numeric flag is checked before anything runs,
+the output path before anything is measured; the manifest's sha256 is printed, recorded
+in results.json and can be pinned (`--expect-manifest-sha256`) or its signature checked
+(`--trust PUBKEY`, needs the `cryptography` package).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from device_runners import argtypes as at
 from device_runners.backends import BACKENDS, open_backend
-from device_runners.errors import EdgeEEError, InputSpecError
+from device_runners.errors import BundleError, EdgeEEError
 from device_runners.golden import self_check
-from device_runners.manifest import Bundle, load_bundle, prepare_input
-from device_runners.recorders import recorder_for
-from device_runners.results import atomic_write_json, results_document
+from device_runners.inputs import load_input
+from device_runners.manifest import load_bundle
+from device_runners.results import check_output_path, results_document, spool_path, write_results
 from device_runners.session import SessionConfig, measure
+from device_runners.spool import Spool
+
+#: exit code when a signal stopped the run (128 + signal number, as shells report it)
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,65 +45,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
     p.add_argument("--mode", choices=("single", "batch"), default="single",
                    help="single: one sample at a time; batch: shrinking batches")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=at.integer(1, 1 << 20), default=32)
     p.add_argument("--backend", choices=sorted(BACKENDS), default=None,
                    help="runtime backend (default: from the bundle's formats)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of the runtime")
-    p.add_argument("--warmup-runs", type=int, default=10)
-    p.add_argument("--limit", type=int, default=None, help="run only the first N samples")
+    p.add_argument("--threads", type=at.integer(1, 1024), default=1,
+                   help="intra-op threads of the runtime")
+    p.add_argument("--warmup-runs", type=at.integer(0, 10**6), default=10)
+    p.add_argument("--limit", type=at.integer(1), default=None, help="run only the first N samples")
     p.add_argument("--no-exit", action="store_true",
                    help="ignore exit flags: every sample runs every segment (split overhead)")
-    p.add_argument("--min-runs", type=int, default=0,
+    p.add_argument("--min-runs", type=at.integer(0, 10**10), default=0,
                    help="repeat passes over the inputs until at least this many samples ran")
-    p.add_argument("--min-duration-s", type=float, default=0.0,
+    p.add_argument("--min-duration-s", type=at.number(0, 30 * 86400), default=0.0,
                    help="… and until at least this long (energy per inference needs ≥ 2 s)")
-    p.add_argument("--max-runs", type=int, default=None,
+    p.add_argument("--max-runs", type=at.integer(1), default=None,
                    help="cap on runtime calls (samples; batches in batch mode); default none")
-    p.add_argument("--max-duration-s", type=float, default=None,
+    p.add_argument("--max-duration-s", type=at.number(0, 30 * 86400, lo_open=True), default=None,
                    help="cap on the measured window in seconds; default none")
     p.add_argument("--profile", default="auto",
                    help="hardware profile name or YAML path; 'auto' detects the board, 'none'")
     p.add_argument("--power-source", default="auto",
                    help="auto, ina3221_hwmon, ina3221_iio, rpi5_pmic, rapl, ina2xx_hwmon, "
                         "usb_meter_csv, estimated or null")
-    p.add_argument("--power-period-ms", type=float, default=None,
+    p.add_argument("--power-period-ms", type=at.number(0, 600_000, lo_open=True), default=None,
                    help="sampling period (default: the sensor's update period)")
-    p.add_argument("--idle-s", type=float, default=2.0,
+    p.add_argument("--idle-s", type=at.number(0, 3600), default=2.0,
                    help="seconds of idle power measured before the run (0: none)")
     p.add_argument("--meter-csv", default=None, help="external USB meter CSV log")
-    p.add_argument("--meter-clock-offset-ms", type=float, default=0.0)
-    p.add_argument("--pin-cores", default=None, help="comma-separated CPU cores to run on")
+    p.add_argument("--meter-clock-offset-ms", type=at.number(-1e9, 1e9), default=0.0)
+    p.add_argument("--pin-cores", type=at.int_list(0), default=None,
+                   help="comma-separated CPU cores to run on")
+    p.add_argument("--expect-manifest-sha256", type=at.hex_digest, default=None, metavar="HEX",
+                   help="refuse the bundle unless its manifest has this sha256 (pin a bundle)")
+    p.add_argument("--trust", type=Path, default=None, metavar="PUBKEY",
+                   help="refuse the bundle unless manifest.sig verifies with this Ed25519 "
+                        "public key (edge-ee sign; needs the cryptography package)")
     p.add_argument("--skip-self-check", action="store_true",
                    help="do not compare with golden outputs first (not recommended)")
     p.add_argument("--quiet", action="store_true")
     return p
-
-
-def load_input(bundle: Bundle, path: Path | None, limit: int | None
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Inputs (prepared for the bundle) and labels or None, from an .npz with 'x' and
-    optional 'y' (or 'x_test'/'y_test', e.g. the shared CamVid file); labels are checked
-    by the task's recorder."""
-    if path is None:
-        x, y = bundle.golden()["input"], None
-    else:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                kx, ky = ("x", "y") if "x" in z.files else ("x_test", "y_test")
-                if kx not in z.files:
-                    raise InputSpecError(f"{path} has no array 'x'; save inputs as "
-                                         "np.savez(f, x=..., y=...)")
-                x = z[kx]
-                y = z[ky] if ky in z.files else None
-        except (OSError, ValueError) as err:
-            raise InputSpecError(f"cannot read {path}: {err}; pass an .npz file") from err
-    if limit is not None:
-        x = x[:limit]
-        y = None if y is None else y[:limit]
-    x = prepare_input(bundle, x)
-    if y is not None:
-        recorder_for(bundle).check_labels(bundle, y, len(x))
-    return x, y
 
 
 class _Progress:
@@ -111,33 +100,96 @@ class _Progress:
                   f"({time.monotonic() - self.t0:.1f} s)", end="", file=sys.stderr, flush=True)
 
 
+class _Signals:
+    """SIGTERM and SIGHUP act like Ctrl-C: the first one stops the run (KeyboardInterrupt,
+    which the session turns into partial results); later ones are ignored until the
+    results are written."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.deferred = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            if not self.deferred:
+                raise KeyboardInterrupt
+
+    def defer(self) -> None:
+        """From now on a signal is only noted: the measurement is over, results get written."""
+        self.deferred = True
+
+    def install(self) -> None:
+        self.previous = {s: signal.signal(s, self) for s in SIGNAL_EXIT}
+
+    def restore(self) -> None:
+        """Put back the handlers found (main() may be called in-process, e.g. by the demo)."""
+        for s, handler in getattr(self, "previous", {}).items():
+            signal.signal(s, handler)
+
+    def exit_code(self) -> int:
+        return SIGNAL_EXIT.get(self.received or signal.SIGINT, 130)
+
+    def name(self) -> str:
+        return signal.Signals(self.received or signal.SIGINT).name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    sig = _Signals()
+    sig.install()
     try:
-        return _run(args)
+        return _run(args, sig)
     except EdgeEEError as err:
         print(f"edge-ee-run: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print(f"edge-ee-run: interrupted ({sig.name()}) before measuring; nothing was written",
+              file=sys.stderr)
+        return sig.exit_code()
+    finally:
+        sig.restore()
 
 
-def _run(args: argparse.Namespace) -> int:
-    t_init = time.perf_counter_ns()
+def _open_bundle(args: argparse.Namespace, log: Any) -> Any:
     bundle = load_bundle(args.bundle)
+    log(f"bundle {bundle.root}: manifest sha256 {bundle.manifest_sha256}")
+    if args.expect_manifest_sha256 and args.expect_manifest_sha256 != bundle.manifest_sha256:
+        raise BundleError(f"{bundle.root}: manifest sha256 is {bundle.manifest_sha256}, not the "
+                          f"{args.expect_manifest_sha256} given with --expect-manifest-sha256; "
+                          "this is another (or a changed) bundle — re-copy the one you meant")
+    signature = None
+    if args.trust is not None:
+        from device_runners.signing import verify_signature
+        signature = verify_signature(bundle, args.trust)
+        log(f"signature verified with {args.trust} (key sha256 "
+            f"{signature['public_key_sha256'][:16]}…)")
+    return bundle, signature
+
+
+def _run(args: argparse.Namespace, sig: _Signals) -> int:
+    t_init = time.perf_counter_ns()
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    check_output_path(args.out)
+    bundle, signature = _open_bundle(args, log)
     cfg = SessionConfig(
         mode=args.mode, batch_size=args.batch_size, warmup_runs=args.warmup_runs,
         min_runs=args.min_runs, min_duration_s=args.min_duration_s, no_exit=args.no_exit,
         profile=args.profile, power_source=args.power_source,
         power_period_ms=args.power_period_ms, idle_s=args.idle_s, meter_csv=args.meter_csv,
-        meter_clock_offset_ms=args.meter_clock_offset_ms,
-        pin_cores=tuple(int(c) for c in args.pin_cores.split(",")) if args.pin_cores else None,
+        meter_clock_offset_ms=args.meter_clock_offset_ms, pin_cores=args.pin_cores,
         max_runs=args.max_runs, max_duration_s=args.max_duration_s)
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     backend = open_backend(bundle, args.backend, args.threads)
     init_ns = time.perf_counter_ns() - t_init
     check = None if args.skip_self_check else self_check(bundle, backend)
-    x, y = load_input(bundle, args.input, args.limit)
+    x, y, dropped = load_input(bundle, args.input, args.limit)
+    if dropped["count"]:
+        log(f"warning: {dropped['count']} input samples hold NaN/inf and are not run "
+            f"(recorded under protocol.nonfinite_inputs)")
     total = len(x) if args.mode == "single" else (len(x) + args.batch_size - 1) // args.batch_size
-    run = measure(bundle, backend, x, y, cfg, _Progress(total, args.quiet), log)
+    spool = Spool(spool_path(args.out))  # every unit's record goes to disk as it is made
+    run = measure(bundle, backend, x, y, cfg, _Progress(total, args.quiet), log, spool)
+    sig.defer()
     if not args.quiet:
         print(file=sys.stderr)
     task = (bundle.manifest.get("model") or {}).get("task", "classification")
@@ -146,15 +198,19 @@ def _run(args: argparse.Namespace) -> int:
                 "min_runs": args.min_runs, "min_duration_s": args.min_duration_s,
                 "max_runs": args.max_runs, "max_duration_s": args.max_duration_s,
                 "pin_cores": cfg.pin_cores, "input": str(args.input) if args.input else "golden",
-                "labels": y is not None, "units": len(x)}
+                "labels": y is not None, "units": len(x), "nonfinite_inputs": dropped}
     results = results_document(bundle, backend, args.threads, protocol, init_ns, check, run,
                                task=None if task == "classification" else task)
-    atomic_write_json(args.out, results)
+    results["bundle"]["signature"] = signature
+    if not run["complete"]:
+        results["interrupted_by"] = sig.name()
+    write_results(args.out, results, spool=spool)
     if not args.quiet:
         n = len(next(iter(run["samples"].values()), []))
         print(f"wrote {args.out} ({n} {'images' if task == 'segmentation' else 'samples'}"
-              f"{'' if run['complete'] else ', INCOMPLETE: interrupted'})", file=sys.stderr)
-    return 0 if run["complete"] else 130
+              f"{'' if run['complete'] else ', INCOMPLETE: interrupted by ' + sig.name()})",
+              file=sys.stderr)
+    return 0 if run["complete"] else sig.exit_code()
 
 
 if __name__ == "__main__":

@@ -1,27 +1,42 @@
 """The bundle contract: manifest.json schema, checksum verification, input preparation.
 
 A bundle is a folder with `manifest.json`, one graph file per segment and format, and
-`golden.npz` (a few real inputs and every segment's expected outputs). The manifest
-lists the sha256 of every other file; `load_bundle` refuses a bundle whose files do not
-match, or whose schema version is newer than this runner understands.
+`golden.npz` (a few real inputs and every segment's expected outputs). The bundle is
+closed: the manifest lists the sha256 of every other file (only `manifest.sig`, the
+optional signature of the manifest, is exempt); `load_bundle` refuses a bundle with an
+unlisted file, a listed name that is absolute, has `..`, resolves outside the folder
+(symlinks included) or is not a regular file, a graph or golden file the manifest uses but
+does not list, a file whose sha256 differs, or a schema version newer than this runner
+understands. Schema checks (types, ranges) are in `schema.py`. The manifest's own sha256
+identifies the bundle in results and can be pinned or signed (`signing.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device_runners.errors import BundleError, ChecksumError, InputSpecError, SchemaVersionError
+from device_runners.errors import BundleError, ChecksumError, InputSpecError
+from device_runners.schema import (
+    BUNDLE_SCHEMA_VERSION,
+    referenced_files,
+    safe_json_loads,
+    validate_manifest,
+)
 
-BUNDLE_SCHEMA_VERSION = 1
+__all__ = ["BUNDLE_SCHEMA_VERSION", "MANIFEST", "SIGNATURE", "Bundle", "load_bundle",
+           "prepare_input", "sha256_bytes", "sha256_file", "validate_manifest"]
+
 MANIFEST = "manifest.json"
-REQUIRED_KEYS = ("schema_version", "kind", "model", "input", "classes", "segments", "files")
-SEGMENT_KEYS = ("index", "name", "files", "inputs", "outputs", "flops", "exit")
+SIGNATURE = "manifest.sig"  # detached signature of the manifest digest (edge-ee sign); unlisted
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -34,36 +49,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def validate_manifest(m: Any, where: str = MANIFEST) -> None:
-    """Structural checks shared by the writer (host) and the reader (device)."""
-    if not isinstance(m, dict):
-        raise BundleError(f"{where} is not a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in m]
-    if missing:
-        raise BundleError(f"{where} lacks {missing}; re-export the bundle with edge-ee export")
-    if m.get("kind") != "edge-ee-bundle":
-        raise BundleError(f"{where}: kind is {m.get('kind')!r}, not 'edge-ee-bundle'")
-    v = m["schema_version"]
-    if not isinstance(v, int) or v < 1:
-        raise BundleError(f"{where}: schema_version {v!r} is not a positive integer")
-    if v > BUNDLE_SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{where} has schema version {v}, this runner reads up to {BUNDLE_SCHEMA_VERSION}; "
-            "upgrade edge-ee on the device (or re-pack the runner with edge-ee pack-runner)"
-        )
-    segs = m["segments"]
-    if not isinstance(segs, list) or not segs:
-        raise BundleError(f"{where}: 'segments' must be a non-empty list")
-    for i, s in enumerate(segs):
-        lack = [k for k in SEGMENT_KEYS if k not in s]
-        if lack:
-            raise BundleError(f"{where}: segment {i} lacks {lack}")
-        if s["index"] != i:
-            raise BundleError(f"{where}: segment {i} has index {s['index']}; segments out of order")
-    if segs[-1]["exit"].get("kind") != "final":
-        raise BundleError(f"{where}: the last segment must end with the final classifier")
 
 
 @dataclass(frozen=True)
@@ -119,34 +104,102 @@ class Bundle:
         g = self.manifest.get("golden")
         if not g:
             raise BundleError("bundle has no golden I/O; re-export it to enable the self-check")
-        with np.load(self.root / g["file"], allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(self.root / g["file"], allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise BundleError(f"golden file {g['file']!r} cannot be read ({err}); re-export "
+                              "the bundle") from err
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Read and check a bundle: schema, then the sha256 of every listed file."""
+    """Read and check a bundle: schema, closed file list, then the sha256 of every file.
+
+    `verify=False` skips only the hashing; names and the file list are always checked.
+    """
     root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle (not a folder); pass the bundle folder "
+                          "edge-ee export wrote")
     mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise BundleError(f"{root} is not a bundle: no {MANIFEST}; pass the folder edge-ee export wrote")
-    raw = mpath.read_bytes()
-    try:
-        m = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{mpath} is not valid JSON ({err}); re-copy the bundle") from err
+    raw = _read_regular(root, MANIFEST, MAX_MANIFEST_BYTES)
+    m = safe_json_loads(raw, BundleError, str(mpath))
     validate_manifest(m, str(mpath))
+    files = m["files"]
+    for name in files:
+        _inside(root, name)
+    unlisted = {n: w for n, w in referenced_files(m).items() if n not in files}
+    if unlisted:
+        name, where = next(iter(unlisted.items()))
+        raise BundleError(f"{mpath}: {where} names {name!r}, which 'files' does not list (no "
+                          "checksum covers it); re-export the bundle with edge-ee")
+    extra = sorted(_all_files(root) - set(files) - {MANIFEST, SIGNATURE})
+    if extra:
+        raise BundleError(f"{root} holds files the manifest does not list: {extra[:5]}; a bundle "
+                          "is closed — remove them or re-copy the bundle into an empty folder")
     if verify:
-        for name, digest in m["files"].items():
-            f = root / name
-            if not f.is_file():
-                raise BundleError(f"{f} is listed in the manifest but missing; re-copy the bundle")
-            got = sha256_file(f)
+        for name, digest in files.items():
+            got = sha256_file(root / name)
             if got != digest:
                 raise ChecksumError(
-                    f"{f}: sha256 {got[:12]}… does not match the manifest's {digest[:12]}…; the "
-                    "file was changed or damaged in transfer — re-copy the bundle"
-                )
+                    f"{root / name}: sha256 {got[:12]}… does not match the manifest's "
+                    f"{digest[:12]}…; the file was changed or damaged in transfer — re-copy the "
+                    "bundle")
     return Bundle(root, m, sha256_bytes(raw))
+
+
+def _inside(root: Path, name: str) -> Path:
+    """The path of a listed name, refusing anything that is not a plain file inside `root`."""
+    p = Path(name)
+    if (not name or "\\" in name or "\x00" in name or p.is_absolute() or name.startswith("/")
+            or any(part in ("..", ".", "") for part in name.split("/"))):
+        raise BundleError(f"bundle file name {name!r} is not a plain relative name inside the "
+                          "bundle (absolute, '..', empty or odd parts); re-export the bundle")
+    full = root / p
+    try:
+        real, base = full.resolve(strict=True), root.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise BundleError(f"{full} is listed in the manifest but missing (or a broken link); "
+                          "re-copy the bundle") from None
+    if base not in real.parents:
+        raise BundleError(f"bundle file {name!r} resolves outside the bundle folder (a symbolic "
+                          "link?); a bundle may only use its own files — re-copy it without links")
+    if not stat.S_ISREG(os.stat(real).st_mode):
+        raise BundleError(f"bundle file {name!r} is not a regular file; re-copy the bundle")
+    return full
+
+
+def _read_regular(root: Path, name: str, limit: int) -> bytes:
+    full = root / name
+    try:
+        st = os.lstat(full)
+    except OSError:
+        raise BundleError(f"{root} is not a bundle: no {name}; pass the folder edge-ee export "
+                          "wrote") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"{full} is not a regular file (a link or a folder); re-copy the bundle")
+    if st.st_size > limit:
+        raise BundleError(f"{full} is {st.st_size} bytes, too large for a manifest; re-copy the bundle")
+    try:
+        return full.read_bytes()
+    except OSError as err:
+        raise BundleError(f"cannot read {full}: {err}; check its permissions") from err
+
+
+def _all_files(root: Path) -> set[str]:
+    """Every entry under `root` (links not followed) as a relative name; folders only
+    count when they hold nothing listed (checked by the caller through their files)."""
+    out: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel = Path(dirpath).relative_to(root)
+        for d in list(dirnames):
+            if (Path(dirpath) / d).is_symlink():
+                out.add((rel / d).as_posix())
+                dirnames.remove(d)
+        if rel != Path(".") and not filenames and not dirnames:
+            out.add(rel.as_posix() + "/")
+        out.update((rel / f).as_posix() for f in filenames)
+    return out
 
 
 def prepare_input(bundle: Bundle, x: np.ndarray) -> np.ndarray:

@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from device_runners.errors import ProfileError
+from device_runners.schema import profile_number, safe_yaml_load
 from hardware_profiles import list_profiles, profile_files
 
 SCHEMA_VERSION = 1
@@ -73,11 +72,20 @@ class PowerSensorSpec:
     update_period_ms: float | None = None
 
 
+#: The only programs a profile can ask for, by name: each board's own power-mode query.
+#: A profile never carries a command line (it would run whatever the file says).
+POWER_MODE_TOOLS: dict[str, tuple[str, ...]] = {"nvpmodel": ("nvpmodel", "-q")}
+
+
 @dataclass(frozen=True)
 class PowerModeSpec:
     name: str
-    check_command: str | None = None
+    tool: str | None = None  # a key of POWER_MODE_TOOLS
     expected: str | None = None
+
+    @property
+    def argv(self) -> tuple[str, ...] | None:
+        return POWER_MODE_TOOLS.get(self.tool) if self.tool else None
 
 
 @dataclass(frozen=True)
@@ -163,11 +171,8 @@ def _section(data: Any, where: str, required: Sequence[str], optional: Sequence[
 
 
 def _num(value: Any, where: str, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProfileError(f"profile field '{where}' must be a number, got {value!r}; fix it")
-    return float(value)
+    """A physical quantity: finite and >= 0 (schema.profile_number)."""
+    return profile_number(value, where, optional)
 
 
 def _int(value: Any, where: str, optional: bool = False) -> int | None:
@@ -245,7 +250,16 @@ def parse_profile(data: Any, source: str = "<dict>") -> HardwareProfile:
             _str(d.get("board_total_rail"), f"{w}.board_total_rail", optional=True),
             _num(d.get("update_period_ms"), f"{w}.update_period_ms", optional=True),
         ))
-    pm = _section(top["power_mode"], "power_mode", ["name"], ["check_command", "expected"])
+    if isinstance(top["power_mode"], Mapping) and "check_command" in top["power_mode"]:
+        raise ProfileError(
+            f"profile {source}: 'power_mode.check_command' is no longer allowed (a profile must "
+            f"not run commands); replace it with 'tool: nvpmodel' (known tools: "
+            f"{', '.join(POWER_MODE_TOOLS)}) or delete the line")
+    pm = _section(top["power_mode"], "power_mode", ["name"], ["tool", "expected"])
+    tool = _str(pm.get("tool"), "power_mode.tool", True)
+    if tool is not None and tool not in POWER_MODE_TOOLS:
+        raise ProfileError(f"profile {source}: power_mode.tool {tool!r} is not a known tool; "
+                           f"choose one of {sorted(POWER_MODE_TOOLS)} or delete the line")
     th = _section(top["thermal"], "thermal", ["throttle_temp_c"], ["shutdown_temp_c", "zones"])
     det = _section(top["detect"], "detect", [],
                    ["device_tree_model", "nv_tegra_release", "machine"])
@@ -261,7 +275,7 @@ def parse_profile(data: Any, source: str = "<dict>") -> HardwareProfile:
         max_power_mw=_num(top["max_power_mw"], "max_power_mw"),
         power_sensors=tuple(sensor_specs),
         power_mode=PowerModeSpec(_str(pm["name"], "power_mode.name"),
-                                 _str(pm.get("check_command"), "power_mode.check_command", True),
+                                 tool,
                                  _str(pm.get("expected"), "power_mode.expected", True)),
         thermal=ThermalSpec(_num(th["throttle_temp_c"], "thermal.throttle_temp_c"),
                             _num(th.get("shutdown_temp_c"), "thermal.shutdown_temp_c", True),
@@ -296,10 +310,9 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> HardwareProfile:
         raw = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc}; check the path") from exc
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML ({exc}); fix the syntax") from exc
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"profile {path} is not UTF-8 text ({exc}); save it as UTF-8") from exc
+    data = safe_yaml_load(raw, ProfileError, f"profile {path}")
     return parse_profile(data, str(path))
 
 
@@ -318,10 +331,11 @@ def _read(root: str | os.PathLike[str], rel: str) -> str | None:
     return text.replace("\x00", "").strip()
 
 
-def run_command(command: str, timeout_s: float = 5.0) -> str | None:
-    """Run a short command found on PATH; its stdout, or None when it is absent or fails."""
-    argv = command.split()
-    exe = shutil.which(argv[0]) if argv else None
+def run_tool(argv: Sequence[str], timeout_s: float = 5.0) -> str | None:
+    """Run one of the fixed POWER_MODE_TOOLS found on PATH; stdout, or None when absent/failing."""
+    if tuple(argv) not in POWER_MODE_TOOLS.values():
+        raise ProfileError(f"{' '.join(argv)!r} is not a known power-mode tool")
+    exe = shutil.which(argv[0])
     if exe is None:
         return None
     try:
@@ -364,8 +378,9 @@ def detect_profile(root: str | os.PathLike[str] = "/", *, check_power_mode: bool
     """Pick the shipped profile that matches this device (and its power mode).
 
     Reads `<root>/proc/device-tree/model` and `<root>/etc/nv_tegra_release`; when several
-    profiles match (one per power mode) and `check_power_mode` is true, runs each one's
-    check command (e.g. `nvpmodel -q`) and keeps the one whose expected string appears.
+    profiles match (one per power mode) and `check_power_mode` is true, runs the board's
+    fixed power-mode tool (`power_mode.tool`, e.g. nvpmodel → `nvpmodel -q`) and keeps
+    the profile whose expected string appears.
     """
     model = _read(root, "proc/device-tree/model")
     tegra = _read(root, "etc/nv_tegra_release")
@@ -382,10 +397,11 @@ def detect_profile(root: str | os.PathLike[str] = "/", *, check_power_mode: bool
     outputs: dict[str, str | None] = {}
     if check_power_mode:
         for p in found:
-            cmd, expected = p.power_mode.check_command, p.power_mode.expected
-            if cmd and expected:
+            argv, expected = p.power_mode.argv, p.power_mode.expected
+            if argv and expected:
+                cmd = " ".join(argv)
                 if cmd not in outputs:
-                    outputs[cmd] = run_command(cmd)
+                    outputs[cmd] = run_tool(argv)
                 out = outputs[cmd]
                 if out is not None and expected in out:
                     return Detection(p.name, names, f"{model!r} matches {', '.join(names)}; "
@@ -411,10 +427,10 @@ def profile_mismatch_warnings(profile: HardwareProfile, root: str | os.PathLike[
             "comparisons with the profile may be meaningless"
         )
     pm = profile.power_mode
-    if check_power_mode and pm.check_command and pm.expected:
-        out = run_command(pm.check_command)
+    if check_power_mode and pm.argv and pm.expected:
+        out = run_tool(pm.argv)
         if out is None:
-            warnings.append(f"could not run `{pm.check_command}` to confirm power mode "
+            warnings.append(f"could not run `{' '.join(pm.argv)}` to confirm power mode "
                             f"'{pm.name}'; run as a user allowed to call it")
         elif pm.expected not in out:
             first = out.strip().splitlines()[0] if out.strip() else ""

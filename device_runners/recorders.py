@@ -1,8 +1,9 @@
 """Per-unit records of a measured run, one recorder per task, registered by task name.
 
-A recorder turns each `executor.Outcome` into the raw, column-wise records of
-results.json (no statistics on the device) and checks that the labels a user passes fit
-the bundle's task. The host's `edge-ee report` computes everything else from them.
+A recorder turns each `executor.Outcome` into one raw record per unit (no statistics on
+the device) — appended to a `spool.Spool` on disk during `edge-ee-run`, so memory stays
+bounded however long the run — and checks that the labels a user passes fit the task.
+The host's `edge-ee report` computes everything else from them.
 
 * `classification` (sample exits; clustering bundles too): per sample `exit`,
   `prediction`, `confidence`, `label`, `pass`, and in single mode `segment_latency_ns`;
@@ -19,9 +20,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from device_runners import inputs
 from device_runners.errors import InputSpecError
 from device_runners.executor import Outcome
 from device_runners.manifest import Bundle
+from device_runners.spool import Spool
 
 RECORDERS: dict[str, type[Recorder]] = {}
 
@@ -43,23 +46,32 @@ class Recorder:
     task: ClassVar[str] = ""
     fields: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, bundle: Bundle, labels: np.ndarray | None, mode: str) -> None:
-        self.bundle, self.labels, self.mode = bundle, labels, mode
+    def __init__(self, bundle: Bundle, labels: np.ndarray | None, mode: str,
+                 spool: Spool | None = None) -> None:
+        self.bundle, self.labels, self.mode, self.spool = bundle, labels, mode, spool
         self.samples: dict[str, list] = {f: [] for f in self.fields}
         self.batches: list[dict[str, Any]] | None = [] if mode == "batch" else None
         self.extra: dict[str, Any] = {}
 
     @classmethod
-    def check_labels(cls, bundle: Bundle, y: np.ndarray, count: int) -> None:
+    def check_labels(cls, bundle: Bundle, y: np.ndarray, count: int) -> np.ndarray:
+        """The labels as int64, or an `InputSpecError` that says what is wrong."""
         raise NotImplementedError
 
     def add(self, out: Outcome, start: int, pass_index: int) -> None:
         """Record the units of inputs `start`, `start + 1`, … of pass `pass_index`."""
         raise NotImplementedError
 
-    @property
-    def count(self) -> int:
-        return len(next(iter(self.samples.values()), []))
+    def emit(self, row: dict[str, Any]) -> None:
+        """One unit's record: into the spool (bounded memory, on disk) or the lists."""
+        if self.spool is not None:
+            self.spool.append(row)
+        else:
+            for k, v in row.items():
+                self.samples[k].append(v)
+
+    def columns(self) -> dict[str, list]:
+        return self.spool.columns() if self.spool is not None else self.samples
 
 
 @register_recorder
@@ -68,35 +80,27 @@ class SampleRecorder(Recorder):
     fields = ("exit", "prediction", "confidence", "label", "pass", "segment_latency_ns")
 
     @classmethod
-    def check_labels(cls, bundle: Bundle, y: np.ndarray, count: int) -> None:
-        k = len(bundle.manifest["classes"])
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise InputSpecError(f"labels must be a 1-D integer array, got {y.dtype} {y.shape}; "
-                                 "save class indices as np.savez(f, x=..., y=labels)")
-        if len(y) != count:
-            raise InputSpecError(f"{count} inputs but {len(y)} labels")
-        if len(y) and (y.min() < 0 or y.max() >= k):
-            raise InputSpecError(f"labels must be in 0..{k - 1}, got {y.min()}..{y.max()}")
+    def check_labels(cls, bundle: Bundle, y: np.ndarray, count: int) -> np.ndarray:
+        return inputs.check_labels(y, count, len(bundle.manifest["classes"]), "the labels")
 
     def add(self, out: Outcome, start: int, pass_index: int) -> None:
         n = len(out.exit)
-        s = self.samples
-        s["exit"] += out.exit.tolist()
-        s["prediction"] += out.prediction.tolist()
-        s["confidence"] += out.confidence.astype(float).tolist()
-        s["label"] += ([None] * n if self.labels is None
-                       else self.labels[start : start + n].tolist())
-        s["pass"] += [pass_index] * n
-        if self.batches is None:
-            s["segment_latency_ns"].append(out.segment_latency_ns)
-        else:
+        for j in range(n):
+            row = {"exit": int(out.exit[j]), "prediction": int(out.prediction[j]),
+                   "confidence": float(out.confidence[j]),
+                   "label": None if self.labels is None else int(self.labels[start + j]),
+                   "pass": pass_index}
+            if self.batches is None:
+                row["segment_latency_ns"] = out.segment_latency_ns
+            self.emit(row)
+        if self.batches is not None:
             self.batches.append({"size": n, "active": out.active,
                                  "segment_latency_ns": out.segment_latency_ns})
 
     def columns(self) -> dict[str, list]:
-        s = dict(self.samples)
+        s = dict(super().columns())
         if self.batches is not None:
-            s.pop("segment_latency_ns")
+            s.pop("segment_latency_ns", None)
         return s
 
 
@@ -109,45 +113,38 @@ class ImageRecorder(Recorder):
     fields = ("image", "pass", "latency_ns", "segment_latency_ns", "assemble_latency_ns",
               "tokens_per_exit", "confusion")
 
-    def __init__(self, bundle: Bundle, labels: np.ndarray | None, mode: str) -> None:
-        super().__init__(bundle, labels, mode)
+    def __init__(self, bundle: Bundle, labels: np.ndarray | None, mode: str,
+                 spool: Spool | None = None) -> None:
+        super().__init__(bundle, labels, mode, spool)
         seg = bundle.manifest["segmentation"]
         self.k, self.void = len(bundle.manifest["classes"]), int(seg["void_label"])
         self.num_exits = int(seg["num_exits"])
         self.extra["exit_maps"] = {"image": [], "token_exit": []}
 
     @classmethod
-    def check_labels(cls, bundle: Bundle, y: np.ndarray, count: int) -> None:
+    def check_labels(cls, bundle: Bundle, y: np.ndarray, count: int) -> np.ndarray:
         seg = bundle.manifest["segmentation"]
-        k, void, hw = len(bundle.manifest["classes"]), int(seg["void_label"]), tuple(seg["image_hw"])
-        if not np.issubdtype(y.dtype, np.integer):
-            raise InputSpecError(f"labels must be integers, got {y.dtype}; save class indices")
-        if y.ndim != 3 or tuple(y.shape[1:]) != hw:
+        hw = tuple(seg["image_hw"])
+        y = inputs.check_labels(y, count, len(bundle.manifest["classes"]), "the label maps",
+                                rank=3, void=int(seg["void_label"]))
+        if tuple(y.shape[1:]) != hw:
             raise InputSpecError(f"labels have shape {y.shape}, the bundle expects (N, {hw[0]}, "
                                  f"{hw[1]}); resize them with nearest-neighbour to the image size")
-        if len(y) != count:
-            raise InputSpecError(f"{count} images but {len(y)} label maps")
-        bad = (y != void) & ((y < 0) | (y >= k))
-        if bad.any():
-            raise InputSpecError(f"labels contain {np.unique(y[bad])[:10].tolist()}, outside "
-                                 f"classes 0..{k - 1} and not the void value {void}; remap them")
+        return y
 
     def add(self, out: Outcome, start: int, pass_index: int) -> None:
         conf = None
         if self.labels is not None and pass_index == 0:
             conf = confusion(out.prediction, self.labels[start], self.k, self.void).ravel().tolist()
-        row = (start, pass_index, out.latency_ns, out.segment_latency_ns,
-               int(out.extra.get("assemble_latency_ns", 0)),
-               np.bincount(out.exit, minlength=self.num_exits).tolist(), conf)
-        for key, v in zip(self.fields, row, strict=True):
-            self.samples[key].append(v)
+        self.emit({"image": start, "pass": pass_index, "latency_ns": out.latency_ns,
+                   "segment_latency_ns": out.segment_latency_ns,
+                   "assemble_latency_ns": int(out.extra.get("assemble_latency_ns", 0)),
+                   "tokens_per_exit": np.bincount(out.exit, minlength=self.num_exits).tolist(),
+                   "confusion": conf})
         maps = self.extra["exit_maps"]
         if pass_index == 0 and start < EXIT_MAP_IMAGES:
             maps["image"].append(start)
             maps["token_exit"].append(out.exit.tolist())
-
-    def columns(self) -> dict[str, list]:
-        return self.samples
 
 
 def confusion(pred: np.ndarray, labels: np.ndarray, k: int, void: int) -> np.ndarray:

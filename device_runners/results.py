@@ -1,12 +1,16 @@
 """The run result (device → host contract): raw, schema-versioned, written atomically.
 
 No statistics are computed here; `edge-ee report` does that on the host. Samples are
-stored column-wise (one list per field) to keep files small.
+stored column-wise (one list per field) to keep files small. The file is strict JSON:
+NaN and infinities are written as null (`json_safe` counts them), and `load_results`
+checks every field the report reads (`schema.validate_results`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -19,10 +23,17 @@ from typing import Any
 import numpy as np
 
 from device_runners import __version__
-from device_runners.errors import ResultsError, SchemaVersionError
+from device_runners.errors import ResultsError
+from device_runners.schema import (
+    MAX_DOCUMENT_BYTES,
+    RESULTS_SCHEMA_VERSION,
+    safe_json_loads,
+    validate_results,
+)
 
-RESULTS_SCHEMA_VERSION = 1
-REQUIRED = ("schema_version", "kind", "bundle", "backend", "protocol", "samples", "complete")
+__all__ = ["RESULTS_SCHEMA_VERSION", "atomic_write_json", "check_output_path", "environment",
+           "json_safe", "load_results", "results_document", "spool_path", "validate_results",
+           "write_results"]
 
 
 def environment() -> dict[str, Any]:
@@ -64,9 +75,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
         mask = os.umask(0)
         os.umask(mask)
         os.fchmod(fd, 0o666 & ~mask)  # the usual file mode, not mkstemp's 0600
+        clean, _ = json_safe(obj)
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_default)
+            json.dump(clean, f, indent=1, allow_nan=False)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,30 +88,135 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return p
 
 
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"cannot serialise {type(o).__name__}")
+def json_safe(obj: Any) -> tuple[Any, int]:
+    """`obj` ready for strict JSON: numpy values as Python ones, NaN/inf as None; also
+    returns how many non-finite numbers were replaced. Lists and dicts are cleaned in
+    place (no second copy of a long run's samples); tuples and arrays become lists."""
+    count = 0
+
+    def clean(o: Any) -> Any:
+        nonlocal count
+        if isinstance(o, float):
+            if math.isfinite(o):
+                return o
+            count += 1
+            return None
+        if isinstance(o, (str, int, bool)) or o is None:
+            return o
+        if isinstance(o, list):
+            for i, v in enumerate(o):
+                if not (type(v) is int or type(v) is str or v is None):  # fast path
+                    o[i] = clean(v)
+            return o
+        if isinstance(o, dict):
+            if all(isinstance(k, str) for k in o):
+                for k, v in o.items():
+                    o[k] = clean(v)
+                return o
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, tuple):
+            return clean(list(o))
+        if isinstance(o, np.ndarray):
+            return clean(o.tolist())
+        if isinstance(o, np.generic):
+            return clean(o.item())
+        if isinstance(o, Path):
+            return str(o)
+        raise ResultsError(f"cannot write a {type(o).__name__} into JSON; this is a bug — "
+                           "please report it")
+
+    return clean(obj), count
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
+    """Read and check a results.json (types, ranges, finiteness) before anything uses it."""
     p = Path(path)
     try:
-        r = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        if not p.is_file():
+            raise ResultsError(f"results {p} is not a file; pass a results.json from edge-ee-run")
+        if p.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise ResultsError(f"results {p} is larger than {MAX_DOCUMENT_BYTES} bytes; it was "
+                               "not written by edge-ee-run")
+        raw = p.read_bytes()
+    except OSError as err:
         raise ResultsError(f"cannot read results {p}: {err}; pass a results.json from edge-ee-run") from err
-    if not isinstance(r, dict) or r.get("kind") != "edge-ee-results":
-        raise ResultsError(f"{p} is not an edge-ee results file")
-    missing = [k for k in REQUIRED if k not in r]
-    if missing:
-        raise ResultsError(f"{p} lacks {missing}; it was not written by edge-ee-run")
-    if r["schema_version"] > RESULTS_SCHEMA_VERSION:
-        raise SchemaVersionError(f"{p} has results schema {r['schema_version']}, this edge-ee reads "
-                                 f"up to {RESULTS_SCHEMA_VERSION}; upgrade edge-ee on the host")
+    r = safe_json_loads(raw, ResultsError, str(p))
+    validate_results(r, str(p))
     return r
 
 
 def version_line() -> str:
     return f"python {sys.version.split()[0]}"
+
+
+def check_output_path(path: str | Path, flag: str = "--out") -> Path:
+    """Before measuring: the results file can be written (parent is an existing, writable
+    folder; the target is not a folder). Raises `ResultsError` naming `flag`."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise ResultsError(f"{flag} {p} is a folder; pass a file name such as {p / 'results.json'}")
+    if p.exists() and not p.is_file():
+        raise ResultsError(f"{flag} {p} exists and is not a regular file; choose another name")
+    if not parent.exists():
+        raise ResultsError(f"{flag} {p}: folder {parent} does not exist; create it first "
+                           f"(mkdir -p {parent})")
+    if not parent.is_dir():
+        raise ResultsError(f"{flag} {p}: {parent} is not a folder; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ResultsError(f"{flag} {p}: cannot write in {parent} ({err.strerror}); choose a "
+                           "writable folder") from err
+    return p
+
+
+def spool_path(out: str | Path) -> Path:
+    """Where the sample spool of a run writing `out` lives (beside it, hidden)."""
+    p = Path(out)
+    return p.with_name(f".{p.name}.spool")
+
+
+def write_results(out: str | Path, doc: dict[str, Any], spool: Any = None) -> Path:
+    """Final write that never loses the run: the samples go to a spool beside `out` first
+    (`spool.Spool`), then results.json is written atomically with SIGINT/SIGTERM/SIGHUP
+    held back; the spool is removed only after the rename. When the write fails the spool
+    stays and the `ResultsError` says where and how to recover it.
+
+    `spool`: the `Spool` the executor appended every unit to during the run (at
+    `spool_path(out)`); its rows are already on disk, only the header is added. Without
+    it, `doc["samples"]` is spooled here."""
+    import signal
+
+    from device_runners.spool import Spool
+
+    fresh = spool is None
+    spool = Spool(spool_path(out)) if fresh else spool
+    try:
+        header = {k: v for k, v in json_safe(doc)[0].items() if k != "samples"}
+        if fresh:
+            spool.set_meta(header)  # first, so a cut spool still says what was run
+            spool.extend(doc.get("samples") or {})
+        spool.set_meta(header)  # after the rows: the spool is whole
+        spool.close()
+    except ResultsError:  # a full disk: still try the results file itself
+        with contextlib.suppress(ResultsError, OSError):
+            spool.close()
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        validate_results(doc, str(out))  # the writer checks the contract the report reads
+        atomic_write_json(out, doc)
+    except (OSError, ResultsError) as err:
+        raise ResultsError(
+            f"cannot write {out}: {err}; the measured samples are kept in {spool.path} — free "
+            f"space, then recover: python -m device_runners.spool {spool.path} {out}") from err
+    finally:
+        for s in signals:  # a signal during the write: the run is already complete and saved
+            if s in signal.sigpending():
+                signal.signal(s, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    spool.discard()
+    return Path(out)

@@ -34,6 +34,7 @@ from device_runners.profiles import (
 )
 from device_runners.protocol import ProtocolConfig, pin_to_cores, run_timed, system_state
 from device_runners.recorders import recorder_for
+from device_runners.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,18 @@ def resolve_profile(cfg: SessionConfig) -> tuple[HardwareProfile | None, dict[st
 
 
 def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | None,
-            cfg: SessionConfig, progress: Any = None, log: Any = print) -> dict[str, Any]:
+            cfg: SessionConfig, progress: Any = None, log: Any = print,
+            spool: Spool | None = None) -> dict[str, Any]:
     """The measured run of any task: `execute` over the inputs, one sample (or one batch)
     per call, pass after pass until `min_runs` units and `min_duration_s` are both reached
     at the end of a pass (capped by `max_runs` / `max_duration_s`), inside
-    `measure_window`. Records come from the task's recorder; everything is raw."""
+    `measure_window`. Records come from the task's recorder (into `spool` when given:
+    bounded memory); everything is raw."""
     unit = cfg.batch_size if cfg.mode == "batch" else 1
     if unit > 1 and granularity(bundle) != "sample":
         raise InputSpecError(f"{granularity(bundle)} exits run one input at a time (gathered "
                              "units); use --mode single")
-    recorder = recorder_for(bundle)(bundle, y, cfg.mode)
+    recorder = recorder_for(bundle)(bundle, y, cfg.mode, spool)
     steps = max(1, -(-len(x) // unit))
     calls = [0]
 

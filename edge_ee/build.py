@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.atomic import check_replaceable
 from edge_ee.data import ImageSplit, load_cifar10_jpeg, load_fashion_mnist
 from edge_ee.errors import ModelError
 from edge_ee.exitnet import ExitNet, from_resnet_cifar, from_sequential
@@ -33,6 +34,7 @@ def load_model(model: str, data: str | None) -> tuple[ExitNet, ImageSplit, Image
 def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
                  overwrite: bool = False, monolithic: bool = False,
                  formats: tuple[str, ...] = ("onnx",), int8: bool = False) -> Path:
+    check_replaceable(out, overwrite)  # before any pass over data: --out, --overwrite
     net, train, test, source = load_model(model, data)
     fmt = {"formats": formats, "int8": int8, "calibration_data": train}
     if monolithic:

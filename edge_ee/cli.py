@@ -14,31 +14,32 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_ee import cli_types as ct
 from edge_ee.errors import EdgeEEError
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--exit", dest="exit_spec", default="e2cm",
+    p.add_argument("--exit", dest="exit_spec", default="e2cm", type=ct.exit_spec,
                    help="exit kind[:pool][:confidence], e.g. e2cm, e2cm:2:margin, lda:2 "
                         "(kinds e2cm|lda; confidence max_softmax|margin|temperature)")
-    p.add_argument("--exit-at", action="append", default=[], metavar="IDX=SPEC",
+    p.add_argument("--exit-at", action="append", default=[], metavar="IDX=SPEC", type=ct.exit_at,
                    help="a different exit kind at one exit point, e.g. --exit-at 0=e2cm:2:margin "
                         "(repeatable)")
-    p.add_argument("--exits", default=None,
+    p.add_argument("--exits", default=None, type=ct.exits,
                    help="comma-separated exit point indices that get a head (default: all)")
     p.add_argument("--normaliser", choices=("mean", "rms"), default="mean")
-    p.add_argument("--shrinkage", type=float, default=0.01)
-    p.add_argument("--calib-fraction", type=float, default=0.1)
+    p.add_argument("--shrinkage", type=ct.number(0, 1), default=0.01)
+    p.add_argument("--calib-fraction", type=ct.number(0, 1, lo_open=True), default=0.1)
     p.add_argument("--search", choices=("greedy", "random"), default="greedy")
-    p.add_argument("--random-vectors", type=int, default=100)
-    p.add_argument("--max-drop", type=float, default=0.01,
+    p.add_argument("--random-vectors", type=ct.integer(1, 10**7), default=100)
+    p.add_argument("--max-drop", type=ct.number(0, 1), default=0.01,
                    help="largest accuracy drop allowed on the calibration split (0.01 = 1 point)")
-    p.add_argument("--budget", type=float, default=None,
+    p.add_argument("--budget", type=ct.number(0, 1, lo_open=True), default=None,
                    help="instead of --max-drop: the most accurate thresholds within this "
                         "fraction of the full network's FLOPs")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--exit-overhead-flops", type=float, default=0.0,
+    p.add_argument("--batch-size", type=ct.integer(1, 1 << 20), default=256)
+    p.add_argument("--seed", type=ct.integer(0, 2**32 - 1), default=0)
+    p.add_argument("--exit-overhead-flops", type=ct.number(0), default=0.0,
                    help="FLOPs-equivalent charged per kept exit for its extra runtime call "
                         "in the threshold search (the demo measures it; 0 = pure FLOPs)")
     p.add_argument("--latency-aware", action="store_true",
@@ -78,10 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default=None, help="Fashion-MNIST IDX folder "
                    "(default: /usr/share/datasets/fashion-mnist or ../shared/data)")
     d.add_argument("--out", default="edge-ee-demo")
-    d.add_argument("--train-epochs", type=int, default=0,
+    d.add_argument("--train-epochs", type=ct.integer(0, 10**4), default=0,
                    help="train the CNN now for N epochs instead of using the shipped weights")
-    d.add_argument("--samples", type=int, default=1000, help="test images to run on the runner")
-    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--samples", type=ct.integer(1), default=1000,
+                   help="test images to run on the runner")
+    d.add_argument("--threads", type=ct.integer(1, 1024), default=1)
     d.add_argument("--pure-flops", action="store_true",
                    help="choose thresholds on FLOPs alone, without the measured call overhead")
     _fit_args(d)
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--monolithic", action="store_true",
                    help="export the whole network as one graph (no exits), for comparison")
-    b.add_argument("--formats", default="onnx",
+    b.add_argument("--formats", default="onnx", type=ct.formats,
                    help="comma-separated graph formats to export: onnx, tflite (default onnx)")
     b.add_argument("--int8", action="store_true",
                    help="also int8 files of each format (post-training, calibrated on 256 "
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-cnn", help="train the small Fashion-MNIST CNN")
     t.add_argument("--data", default=None)
-    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--epochs", type=ct.integer(1, 10**4), default=4)
     t.add_argument("--out", type=Path, required=True, help=".pt file to write")
     for register in _extensions():
         COMMANDS.update(register(sub))
@@ -126,7 +128,7 @@ def _extensions() -> list:
 
     mods = []
     for name in ("edge_ee.cli_training", "edge_ee.cli_device", "edge_ee.cli_seg",
-                 "edge_ee.cli_models"):
+                 "edge_ee.cli_models", "edge_ee.cli_sign"):
         try:
             mods.append(importlib.import_module(name).register)
         except ModuleNotFoundError as err:

@@ -22,6 +22,7 @@ def test_atomic_dir_replaces_and_uses_umask_permissions(tmp_path: Path) -> None:
         out = tmp_path / "bundle"
         out.mkdir()
         (out / "old.txt").write_text("old")
+        (out / "manifest.json").write_text('{"kind": "edge-ee-bundle"}')  # only bundles are replaced
         with atomic_dir(out) as tmp:
             (tmp / "new.txt").write_text("new")
             assert (out / "old.txt").exists()  # untouched until the rename

@@ -80,7 +80,8 @@ def test_host_cli_bad_inputs_exit_2(tmp_path: Path, fashion_bundle: Path) -> Non
     assert not (tmp_path / "o").exists()
     other = tmp_path / "r.json"
     other.write_text(json.dumps({"schema_version": 1, "kind": "edge-ee-results", "bundle": {
-        "manifest_sha256": "0" * 64, "model": "m"}, "backend": {}, "protocol": {},
+        "manifest_sha256": "0" * 64, "model": "m"}, "backend": {"name": "onnxruntime"},
+        "protocol": {"mode": "single"},
         "samples": {}, "complete": True}))
     r = _cli("edge-ee", "report", str(other), "--bundle", str(fashion_bundle))
     assert r.returncode == 2 and "pass the bundle that was run" in r.stderr

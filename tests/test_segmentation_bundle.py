@@ -140,7 +140,7 @@ def test_runner_without_torch(bundles, tmp_path: Path) -> None:
 
 
 def test_bad_inputs_are_typed_errors(bundles, camvid, tmp_path: Path) -> None:
-    from device_runners.cli import load_input as load_pixel_input
+    from device_runners.inputs import load_input as load_pixel_input
     from device_runners.manifest import load_bundle
     b = load_bundle(bundles["cbt"])
     x, y = camvid.images[:2], camvid.labels[:2]

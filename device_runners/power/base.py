@@ -10,6 +10,7 @@ constructor (default "/"), so tests point them at a fake sysfs tree. A source ra
 from __future__ import annotations
 
 import glob
+import math
 import os
 import shutil
 import subprocess
@@ -159,10 +160,14 @@ def read_text(path: Path, source: str) -> str:
 def read_number(path: Path, source: str) -> float:
     text = read_text(path, source)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise PowerSourceError(f"{source}: {path} holds {text!r}, not a number; "
                                "is this the right sensor file?") from None
+    if not math.isfinite(value):
+        raise PowerSourceError(f"{source}: {path} holds {text!r}, not a finite number; "
+                               "is this the right sensor file?")
+    return value
 
 
 def run_tool(argv: Sequence[str], source: str, timeout_s: float = 5.0,

@@ -9,13 +9,16 @@ rejected unless its unit is given. Timestamps may be numbers (`timestamp_s`, `_m
 
 Wall-clock timestamps are mapped onto this machine's monotonic clock (the one the
 sampler and the benchmark use) and `clock_offset_ms` (meter clock minus this machine's
-clock) corrects a meter whose clock is off. The log is read after the run
-(`load_samples`); `read()` returns the newest row so a live log also works.
+clock) corrects a meter whose clock is off. Every reading must be finite and non-negative
+and rows must be in time order (a log out of order is an error, never silently
+re-sorted). The log is read after the run (`load_samples`); `read()` returns the newest
+row so a live log also works.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -31,6 +34,14 @@ _POWER = {"w": 1000.0, "mw": 1.0, "uw": 0.001}
 _VOLT = {"v": 1000.0, "mv": 1.0}
 _CURR = {"a": 1000.0, "ma": 1.0, "ua": 0.001}
 _TIME = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}
+
+
+def _quantity(text: str | None, what: str) -> float:
+    """A meter reading: finite and >= 0 (a negative or NaN power would corrupt energy)."""
+    value = float(text)  # type: ignore[arg-type]  # None -> TypeError, reported per row
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} {text!r} is not a finite, non-negative number")
+    return value
 
 
 def _norm(name: str) -> str:
@@ -75,6 +86,10 @@ class UsbMeterCsv(PowerSource):
                  power_unit: str | None = None, update_period_ms: float | None = None,
                  **kwargs: Any) -> None:
         super().__init__(root, update_period_ms=update_period_ms, **kwargs)
+        if isinstance(clock_offset_ms, bool) or not isinstance(clock_offset_ms, (int, float)) \
+                or not math.isfinite(clock_offset_ms):
+            raise PowerSourceError(f"usb_meter_csv: clock_offset_ms must be a finite number of "
+                                   f"milliseconds, got {clock_offset_ms!r}")
         if not csv_path:
             raise PowerSourceError("usb_meter_csv needs the meter log: pass csv_path=PATH "
                                    "(--power-csv PATH)")
@@ -86,13 +101,17 @@ class UsbMeterCsv(PowerSource):
     def _rows(self) -> list[tuple[int, float]]:
         path = Path(self.config.csv_path)
         try:
+            if not path.is_file():
+                raise PowerSourceError(f"usb_meter_csv: {path} is not a file; pass the meter's "
+                                       "CSV log to --meter-csv")
             with path.open(newline="", encoding="utf-8") as fh:
                 reader = csv.DictReader(fh)
-                cols = list(reader.fieldnames or [])
+                cols = [c for c in (reader.fieldnames or []) if c is not None]
                 rows = list(reader)
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise PowerSourceError(
-                f"usb_meter_csv: cannot read {path}: {exc}; check the path") from exc
+                f"usb_meter_csv: cannot read {path} as a UTF-8 CSV log ({exc}); check the path "
+                "and export the meter log as CSV") from exc
         ts = self._time_column(cols)
         power = self._power_columns(cols)
         out: list[tuple[int, float]] = []
@@ -100,13 +119,18 @@ class UsbMeterCsv(PowerSource):
             try:
                 t_ns = self._parse_time(row[ts[0]], ts[1])
                 if len(power) == 2:
-                    p_mw = float(row[power[0]]) * power[1]
+                    p_mw = _quantity(row[power[0]], "power") * power[1]
                 else:
-                    volt_mv = float(row[power[0]]) * power[1]
-                    p_mw = volt_mv * float(row[power[2]]) * power[3] / 1000.0
-            except (ValueError, TypeError) as exc:
+                    volt_mv = _quantity(row[power[0]], "voltage") * power[1]
+                    p_mw = volt_mv * _quantity(row[power[2]], "current") * power[3] / 1000.0
+            except (ValueError, TypeError, OverflowError, OSError) as exc:
                 raise PowerSourceError(f"usb_meter_csv: {path} line {i} is malformed ({exc}); "
                                        "fix or delete that row") from exc
+            if out and t_ns < out[-1][0]:
+                raise PowerSourceError(
+                    f"usb_meter_csv: {path} line {i} is earlier than the row before it (rows out "
+                    "of time order); the log is not one recording — sort it by time yourself "
+                    "if that is right, or cut it to the run")
             out.append((t_ns, p_mw))
         if not out:
             raise PowerSourceError(
@@ -157,7 +181,10 @@ class UsbMeterCsv(PowerSource):
     def _parse_time(text: str, factor: float | None) -> int:
         if factor is None:
             return int(datetime.fromisoformat(text.strip()).timestamp() * 1e9)
-        return round(float(text) * factor)
+        value = float(text)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"timestamp {text!r} is not a finite, non-negative number")
+        return round(value * factor)
 
     def open(self) -> None:
         self._wall_to_mono_ns = time.monotonic_ns() - time.time_ns()

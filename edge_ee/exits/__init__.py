@@ -59,8 +59,12 @@ class ExitSpec:
         """`kind[:pool][:confidence]`, e.g. `e2cm`, `e2cm:2:margin`, `lda:2:temperature`."""
         parts = text.split(":")
         kind = parts[0]
-        pool = None if len(parts) < 2 or parts[1] in ("", "raw") else int(parts[1])
-        conf = parts[2] if len(parts) > 2 else "max_softmax"
         if len(parts) > 3:
             raise ConfigError(f"exit spec {text!r} has too many parts; use kind[:pool][:confidence]")
+        pool_text = parts[1].strip() if len(parts) > 1 else ""
+        if pool_text not in ("", "raw") and not pool_text.isdigit():
+            raise ConfigError(f"exit spec {text!r}: pool {pool_text!r} is not a whole number; "
+                              "use kind[:pool][:confidence], e.g. e2cm:2:margin or e2cm:raw")
+        pool = None if pool_text in ("", "raw") else int(pool_text)
+        conf = parts[2] if len(parts) > 2 else "max_softmax"
         return cls(kind=kind, pool=pool, confidence=conf)
