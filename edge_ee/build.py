@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from edge_ee.models.resnet_cifar import load_resnet_cifar
 from edge_ee.models.small_cnn import asset_path, load_small_cnn
 from edge_ee.models.weights import sha256_file
 from edge_ee.pipeline import FitConfig, calibration_record, evaluate_split, export, fit_exits
+
+log = logging.getLogger(__name__)
 
 Loader = Callable[[str, "str | None"], ImageSplit]
 
@@ -100,9 +103,7 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
         early = _too_small(cfg, net, train, calib, test, out, source, overwrite, fmt)
         if early is not None:
             return early
-    fitted = fit_exits(net, train, cfg, calib_data=calib)
-    for msg in fitted.messages:
-        print(msg, file=sys.stderr)
+    fitted = fit_exits(net, train, cfg, calib_data=calib)  # its warnings are logged
     table = evaluate_split(net, fitted.heads, test_eval, fitted.costs, cfg.batch_size)
     on_test = table.evaluate(np.asarray(fitted.chosen.thresholds))
     print(f"calibration: cost {fitted.chosen.cost_fraction:.3f}, accuracy "
@@ -132,6 +133,7 @@ def _too_small(cfg: FitConfig, net: ExitNet, train: ImageSplit, calib: ImageSpli
     if calib is None:
         _, hold = split_indices(len(train), cfg.calib_fraction, cfg.seed)
         calib_set, kind, warn = train.subset(hold), "train-holdout", TRAIN_HOLDOUT_WARNING
+        log.warning(TRAIN_HOLDOUT_WARNING)
     else:
         calib_set, kind, warn = calib, "calib-data", None
     need = samples_needed(cfg.max_drop, cfg.delta, cfg.bound)

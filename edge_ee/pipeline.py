@@ -125,7 +125,12 @@ class FittedExits:
     certify_table: ExitTable | None = None  # the calibration set (None: the training hold-out)
     source: dict | None = None  # calibration["source"]: {kind, n, sha256, warning}
     certificate: Certificate | None = None
-    messages: list[str] = field(default_factory=list)  # warnings for the user (CLI prints them)
+    messages: list[str] = field(default_factory=list)  # warnings for the user (also logged)
+
+    def warn(self, msg: str) -> None:
+        """Log a warning for the user and keep it in `messages`."""
+        log.warning(msg)
+        self.messages.append(msg)
 
     @property
     def selection_table(self) -> ExitTable:
@@ -184,8 +189,7 @@ def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = 
         _, hold_idx = split_indices(len(train), cfg.calib_fraction, cfg.seed)
         fitted.source = source_record("train-holdout", train.subset(hold_idx),
                                       TRAIN_HOLDOUT_WARNING)
-        log.warning(TRAIN_HOLDOUT_WARNING)
-        fitted.messages.append(f"warning: {TRAIN_HOLDOUT_WARNING}")
+        fitted.warn(TRAIN_HOLDOUT_WARNING)
     if choose:
         choose_thresholds(fitted, cfg, progress)
     return fitted
@@ -209,7 +213,7 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
     else:
         path = conservative_first(random_hull(search, cfg.random_vectors, cfg.seed))
     # the path's thresholds, priced for the search and in pure FLOPs, on the selection table
-    priced = path if sel is fitted.calib and not cfg.exit_overhead_flops else \
+    priced = path if sel is fitted.calib else \
         [sel_priced.evaluate(np.asarray(p.thresholds)) for p in path]
     fitted.path = [sel.evaluate(np.asarray(p.thresholds)) for p in path]
     if cfg.budget is not None:
@@ -234,8 +238,8 @@ def _certified_choice(fitted: FittedExits, cfg: FitConfig,
     cert = certify(fitted.selection_table, fitted.path, cfg.max_drop, cfg.delta, cfg.bound)
     fitted.certificate = cert
     if fitted.source and fitted.source["kind"] == "train-holdout":
-        fitted.messages.append("warning: the certificate below holds for the training "
-                               "hold-out only, not for new data (no --calib-data)")
+        fitted.warn("the certificate holds for the training hold-out only, not for new "
+                    "data (no --calib-data)")
     if cert.certified:
         log.info("certified cost %.3f, risk %.4f ≤ %.4f", cert.point.cost_fraction,
                  cert.empirical_risk, cert.risk_upper_bound)
@@ -251,8 +255,7 @@ def _certified_choice(fitted: FittedExits, cfg: FitConfig,
         msg += "; exporting the full network (all exits off); --allow-uncertified exports " \
                "the uncertified pick instead"
         out = tuple([float("inf")] * fitted.calib.num_exits)
-    log.warning(msg)
-    fitted.messages.append(f"warning: {msg}")
+    fitted.warn(msg)
     return out
 
 

@@ -197,6 +197,7 @@ def test_build_with_calib_data_is_certified(small_fashion, tmp_path: Path) -> No
              "--delta", "0.1", "--batch-size", "500")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "certified: drop ≤ 0.02" in r.stderr and "500 remain" in r.stderr
+    assert "TRAINING" not in r.stderr  # calibration data given: no fallback warning
     m = json.loads((out / "manifest.json").read_text())
     cal = m["calibration"]
     c = cal["certificate"]
@@ -236,6 +237,15 @@ def test_too_small_calibration_sample_exports_the_full_network(small_fashion,
     c = m["calibration"]["certificate"]
     assert not c["certified"] and c["samples_needed"] == 230 and c["n"] == 100
     assert c["point"] is None and len(m["segments"]) == 1
+    assert m["calibration"]["source"]["kind"] == "calib-data"
+    # no --calib-data, a 5 % training hold-out (150): the fallback warning, then the same
+    r = _cli("build", "--model", "fashion-cnn", "--data", str(d), "--out", str(tmp_path / "c"),
+             "--calib-fraction", "0.05", "--max-drop", "0.01", "--delta", "0.1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "WARNING: thresholds are calibrated on a held-out part of the TRAINING" in r.stderr
+    cal = json.loads((tmp_path / "c" / "manifest.json").read_text())["calibration"]
+    assert cal["source"]["kind"] == "train-holdout" and cal["source"]["n"] == 150
+    assert "TRAINING" in cal["source"]["warning"] and not cal["certificate"]["certified"]
 
 
 @pytest.mark.shared_data
