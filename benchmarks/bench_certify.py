@@ -9,7 +9,8 @@ random splits of the test split into a calibration slice (`--n-cal`) and a disjo
 evaluation slice (the rest), each method picks thresholds on the same fixed path:
 
 * `uncertified (today)`: cheapest point within ε on the training hold-out (no --calib-data);
-* `uncertified (calib slice)`: the same on the calibration slice (--calib-data, no --delta);
+* `uncertified (calib slice)`: the same on the calibration slice (--calib-data, no --delta;
+  on the refined path, as the certified methods);
 * `certified binomial` / `certified HB`: fixed-sequence testing on the calibration slice
   (--calib-data --delta δ, exact binomial tail / Hoeffding–Bentkus);
 * `certified on train hold-out`: the certificate computed on the training hold-out (the
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from edge_ee.calib_source import balanced_subset
-from edge_ee.calibrate import ExitTable, greedy_path, pick_max_drop
+from edge_ee.calibrate import ExitTable, greedy_path, pick_max_drop, refine_path
 from edge_ee.certify import BOUNDS, certify, losses
 from edge_ee.cost import CostTable, cost_table, expected_cost
 from edge_ee.data import load_cifar10_jpeg, load_fashion_mnist, shared_data_dir
@@ -128,7 +129,8 @@ def run_model(name: str, tables: dict, args) -> dict:
     eps, delta = args.epsilon, args.delta
     result: dict = {}
     for v, (hold, test) in tables.items():
-        path = greedy_path(hold)
+        coarse = greedy_path(hold)
+        path = refine_path(hold, coarse, args.refine)  # what `--delta` walks (--refine)
         thr = np.array([p.thresholds for p in path])  # (P, E)
         skip = ~np.isfinite(thr).any(1)
         # per path point and test sample: the exit taken, early-exit correctness, the loss
@@ -139,7 +141,7 @@ def run_model(name: str, tables: dict, args) -> dict:
                         for e, t in zip(ex, thr, strict=True)]
                        ).astype(np.float32) / test.costs.full_flops  # (P, N) cost fractions
         hold_loss = np.stack([losses(hold, t) for t in thr])
-        today = path.index(pick_max_drop(path, eps))
+        today = path.index(pick_max_drop(coarse, eps))  # today's search: the coarse path
         rng = np.random.default_rng(args.seed)
         rows: dict[str, dict[int, list]] = {}
         for n_cal in args.n_cal:
@@ -164,6 +166,8 @@ def run_model(name: str, tables: dict, args) -> dict:
                 if s == 0:  # the library's certify() agrees with the vectorised walk
                     c = certify(cal_t, path, eps, delta, "binomial")
                     assert c.index == picks["certified binomial"], (c.index, picks)
+                    assert certify(cal_t, path, eps, delta, "hoeffding_bentkus").index == \
+                        picks["certified HB"]
                 full = test.correct[-1][ev].mean()
                 for m, i in picks.items():
                     p = 0 if i is None else i
@@ -181,7 +185,7 @@ def run_model(name: str, tables: dict, args) -> dict:
                     "max_drop": float(a[:, 0].max()),
                     "mean_cost_fraction": float(a[:, 2].mean()),
                     "frac_certified_saving": float(a[:, 3].mean())}
-        result[v] = {"holdout_n": hold.n, "test_n": test.n,
+        result[v] = {"holdout_n": hold.n, "test_n": test.n, "coarse_path_points": len(coarse),
                      "full_accuracy": {"holdout": hold.full_accuracy, "test": test.full_accuracy},
                      "path_points": len(path), "methods": summary}
         _print(name, v, result[v], eps, delta)
@@ -209,6 +213,7 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, default=0.01)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refine", type=int, default=8, help="as `edge-ee build --refine`")
     ap.add_argument("--out", type=Path, default=Path("bench-out/certify"))
     args = ap.parse_args()
     torch.set_num_threads(2)

@@ -44,6 +44,9 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-uncertified", action="store_true",
                    help="with --delta: when nothing is certified, export the uncertified "
                         "pick instead of the full network")
+    p.add_argument("--refine", type=int, default=8,
+                   help="with --delta: threshold points inserted between steps of the path "
+                        "(finer steps let the certified walk stop closer to --max-drop)")
     p.add_argument("--budget", type=float, default=None,
                    help="instead of --max-drop: the most accurate thresholds within this "
                         "fraction of the full network's FLOPs")
@@ -89,6 +92,7 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
                      budget=a.budget, batch_size=a.batch_size, seed=a.seed,
                      exit_overhead_flops=a.exit_overhead_flops, latency_aware=a.latency_aware,
                      delta=a.delta, bound=a.bound, allow_uncertified=a.allow_uncertified,
+                     refine=a.refine,
                      calib_data=getattr(a, "calib_data", None),
                      calib_samples=getattr(a, "calib_samples", None))
 

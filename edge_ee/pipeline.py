@@ -38,6 +38,7 @@ from edge_ee.calibrate import (
     pick_budget,
     pick_max_drop,
     random_hull,
+    refine_path,
 )
 from edge_ee.certify import BOUNDS, Certificate, certify, check_levels, conservative_first, risk_curve
 from edge_ee.cost import CostTable, cost_table
@@ -82,6 +83,7 @@ class FitConfig:
     allow_uncertified: bool = False  # nothing certified: export the uncertified point, not the full net
     calib_data: str | None = None  # labelled data the backbone never saw (.npz, 'test', dataset path)
     calib_samples: int | None = None  # class-balanced random subset of calib_data; None = all
+    refine: int = 8  # with delta: points inserted between path steps (calibrate.refine_path)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -97,6 +99,8 @@ class FitConfig:
             if self.budget is not None:
                 raise ConfigError("--delta certifies --max-drop; drop --budget (a budget is "
                                   "not a certified quantity)")
+        if self.refine < 0:
+            raise ConfigError(f"--refine must be ≥ 0, got {self.refine}")
         if self.calib_samples is not None and self.calib_samples < 1:
             raise ConfigError(f"--calib-samples must be ≥ 1, got {self.calib_samples}")
 
@@ -212,6 +216,8 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
         path = greedy_path(search, progress=progress)
     else:
         path = conservative_first(random_hull(search, cfg.random_vectors, cfg.seed))
+    if cfg.delta is not None:  # finer steps: a fixed-sequence walk pays nothing for length
+        path = refine_path(search, path, cfg.refine)
     # the path's thresholds, priced for the search and in pure FLOPs, on the selection table
     priced = path if sel is fitted.calib else \
         [sel_priced.evaluate(np.asarray(p.thresholds)) for p in path]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import math
 import os
@@ -145,6 +146,18 @@ def test_fixed_sequence_stops_at_the_first_failure() -> None:
     assert set(js) == {"epsilon", "delta", "bound", "n", "certified", "tested", "point",
                        "empirical_risk", "risk_upper_bound", "samples_needed"}
     assert js["bound"] == "hoeffding_bentkus" and js["point"]["thresholds"] == [0.8]
+
+
+def test_refine_path_inserts_between_one_exit_steps() -> None:
+    from edge_ee.calibrate import greedy_path, refine_path
+    t = _one_exit_table()
+    coarse = greedy_path(t, candidates=6)
+    fine = refine_path(t, coarse, 4)
+    assert len(fine) > len(coarse) and all(p in fine for p in coarse)
+    assert [fine.index(p) for p in coarse] == sorted(fine.index(p) for p in coarse)
+    thr = [p.thresholds[0] for p in fine]
+    assert all(b < a for a, b in itertools.pairwise(thr))  # still most conservative first
+    assert refine_path(t, coarse, 0) == coarse
 
 
 def test_risk_curve_thinned_with_band() -> None:
