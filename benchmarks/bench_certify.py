@@ -51,16 +51,19 @@ VARIANTS = {"e2cm (paper)": ExitSpec("e2cm", None, "max_softmax"),
             "e2cm:2:margin": ExitSpec("e2cm", 2, "margin")}
 
 
-def _model(name: str, per_class: int | None):
+def _model(name: str, per_class: int | None, test_per_class: int | None):
     data = shared_data_dir()
     if name == "fashion":
         net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
-        return net, load_fashion_mnist("train"), load_fashion_mnist("test"), None
-    net = from_resnet_cifar(load_resnet_cifar(data / "resnet-cifar10" / f"{name}.npz"))
-    train = load_cifar10_jpeg("train")
+        train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    else:
+        net = from_resnet_cifar(load_resnet_cifar(data / "resnet-cifar10" / f"{name}.npz"))
+        train, test = load_cifar10_jpeg("train"), load_cifar10_jpeg("test")
     if per_class:
         train, _ = balanced_subset(train, per_class * len(train.classes), seed=0)
-    return net, train, load_cifar10_jpeg("test"), per_class
+    if test_per_class:
+        test, _ = balanced_subset(test, test_per_class * len(test.classes), seed=0)
+    return net, train, test
 
 
 def _save_table(z: dict, key: str, t: ExitTable) -> None:
@@ -73,9 +76,10 @@ def _load_table(z, key: str, costs: CostTable) -> ExitTable:
                      z[f"{key}_has"])
 
 
-def score_tables(name: str, per_class: int | None, out: Path) -> dict[str, tuple]:
+def score_tables(name: str, per_class: int | None, test_per_class: int | None, out: Path
+                 ) -> dict[str, tuple]:
     """{variant: (holdout table, test table)}, fitted once and cached."""
-    cache = out / f"tables-{name}-{per_class or 'all'}.npz"
+    cache = out / f"tables-{name}-{per_class or 'all'}-{test_per_class or 'all'}.npz"
     if cache.is_file():
         with np.load(cache) as z:
             meta = json.loads(str(z["meta"]))
@@ -86,7 +90,7 @@ def score_tables(name: str, per_class: int | None, out: Path) -> dict[str, tuple
                 res[v] = (_load_table(z, f"{v}/hold", costs), _load_table(z, f"{v}/test", costs))
             print(f"{name}: score tables from {cache} (fit {meta['fit_seconds']:.0f} s)")
             return res
-    net, train, test, _ = _model(name, per_class)
+    net, train, test = _model(name, per_class, test_per_class)
     t0 = time.perf_counter()
     variants = [[s] * net.num_exits for s in VARIANTS.values()]
     head_sets, holds, _ = fit_variants(net, train, variants, 0.1, 256, 0, progress=False)
@@ -210,6 +214,8 @@ def main() -> None:
     ap.add_argument("--n-cal", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--train-per-class", type=int, default=2000,
                     help="class-balanced CIFAR training subset for the ResNets (0 = all 50k)")
+    ap.add_argument("--test-per-class", type=int, default=0,
+                    help="class-balanced random test subset per class (0 = the whole split)")
     ap.add_argument("--epsilon", type=float, default=0.01)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
@@ -220,7 +226,8 @@ def main() -> None:
     out = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     for name in args.models:
         per_class = None if name == "fashion" or not args.train_per_class else args.train_per_class
-        out[name] = run_model(name, score_tables(name, per_class, args.out), args)
+        tpc = args.test_per_class or None
+        out[name] = run_model(name, score_tables(name, per_class, tpc, args.out), args)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(out, indent=1))
     print(f"\nwrote {args.out / 'results.json'}")
