@@ -58,6 +58,7 @@ from edge_ee.exits.heads import ExitHead
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FitConfig:
     """Training-free exit fitting and threshold calibration (CLI flags map 1:1)."""
@@ -305,11 +306,13 @@ def _guarantee(fitted: FittedExits, cfg: FitConfig) -> str:
     """One line: certified / not certified (and what was exported) / uncertified search."""
     c = fitted.certificate
     if c is None:
-        return "uncertified: the cheapest point within max_drop on the calibration sample " \
-               "(no --delta); the drop on new data is not bounded"
+        return "uncertified: chosen on the calibration sample without --delta; the drop on " \
+               "new data is not bounded"
     if c.certified:
+        caveat = "" if (fitted.source or {}).get("kind") == "calib-data" else \
+            " — on the TRAINING hold-out, so not valid for new data"
         return (f"certified: P(expected drop ≤ {c.epsilon}) ≥ {1 - c.delta:.3g} over the "
-                f"calibration sample ({c.bound}, n = {c.n})")
+                f"calibration sample ({c.bound}, n = {c.n}){caveat}")
     what = "uncertified point exported (--allow-uncertified)" if cfg.allow_uncertified \
         else "full network exported (all exits off)"
     return f"not certified: {what}"
