@@ -148,8 +148,10 @@ def check_labels(y: np.ndarray, count: int, num_classes: int, path: Any,
         if void is not None:
             ok |= y == void
         if not ok.all():
-            raise InputSpecError(f"labels in {path} must be in 0..{num_classes - 1}"
-                                 + (f" or the void value {void}" if void is not None else ""))
+            raise InputSpecError(f"labels in {path} contain {np.unique(y[~ok])[:10].tolist()}; "
+                                 f"they must be in 0..{num_classes - 1}"
+                                 + (f" or the void value {void}" if void is not None else "")
+                                 + " — remap them")
     return y.astype(np.int64, copy=False)
 
 

@@ -13,10 +13,14 @@ answers). Thresholds of +inf disable an exit (its head is then neither run nor p
   accuracy point lost. Every point of the path is an operating point; `pick_max_drop`
   (cheapest with accuracy drop ≤ Δ) and `pick_budget` (most accurate within a FLOPs
   budget) choose from it.
+* `refine_path`: between two consecutive path points that differ in one exit, insert
+  points at that exit's observed confidences in between, so a walk along the path
+  (fixed-sequence testing for certified thresholds) can stop closer to its limit.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +135,31 @@ def greedy_path(table: ExitTable, candidates: int = 48, max_steps: int = 5000,
         bar.update()
     bar.close()
     return path
+
+
+def refine_path(table: ExitTable, path: list[OperatingPoint], between: int = 8
+                ) -> list[OperatingPoint]:
+    """`path` with up to `between` points inserted between consecutive points that differ in
+    one exit's threshold: that exit's threshold at quantiles of `table`'s confidences lying
+    strictly between the two. The order (most conservative first) is kept."""
+    if between < 1 or len(path) < 2:
+        return list(path)
+    out = [path[0]]
+    for a, b in itertools.pairwise(path):
+        ta, tb = np.asarray(a.thresholds), np.asarray(b.thresholds)
+        diff = np.flatnonzero(ta != tb)
+        if diff.size == 1:
+            i = int(diff[0])
+            c = table.conf[i]
+            c = c[np.isfinite(c) & (c > tb[i]) & (c < ta[i])]
+            if c.size:
+                qs = np.quantile(c, np.linspace(0, 1, between + 2)[1:-1])
+                for v in np.unique(qs)[::-1]:
+                    thr = ta.copy()
+                    thr[i] = v
+                    out.append(table.evaluate(thr))
+        out.append(b)
+    return out
 
 
 def random_hull(table: ExitTable, vectors: int = 100, seed: int = 0,

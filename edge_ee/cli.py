@@ -33,7 +33,21 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=("greedy", "random"), default="greedy")
     p.add_argument("--random-vectors", type=ct.integer(1, 10**7), default=100)
     p.add_argument("--max-drop", type=ct.number(0, 1), default=0.01,
-                   help="largest accuracy drop allowed on the calibration split (0.01 = 1 point)")
+                   help="largest accuracy drop allowed (0.01 = 1 point): on the calibration "
+                        "sample, or, with --delta, certified for new data")
+    p.add_argument("--delta", type=ct.number(0, 1, lo_open=True), default=None,
+                   help="certify --max-drop: the exported thresholds keep the expected drop "
+                        "≤ --max-drop with probability ≥ 1 − delta (e.g. 0.1); nothing "
+                        "certified → the full network is exported")
+    p.add_argument("--bound", choices=("binomial", "hoeffding_bentkus"), default="binomial",
+                   help="p-value for the certificate: exact binomial tail (default) or "
+                        "Hoeffding–Bentkus (Learn then Test)")
+    p.add_argument("--allow-uncertified", action="store_true",
+                   help="with --delta: when nothing is certified, export the uncertified "
+                        "pick instead of the full network")
+    p.add_argument("--refine", type=ct.integer(0, 1000), default=8,
+                   help="with --delta: threshold points inserted between steps of the path "
+                        "(finer steps let the certified walk stop closer to --max-drop)")
     p.add_argument("--budget", type=ct.number(0, 1, lo_open=True), default=None,
                    help="instead of --max-drop: the most accurate thresholds within this "
                         "fraction of the full network's FLOPs")
@@ -46,6 +60,17 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                    help="measure what each exit's segment boundary costs on this machine "
                         "(runtime call, exit head, layout reorders) and charge it in the "
                         "threshold search instead of --exit-overhead-flops")
+
+
+def _calib_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib-data", default=None,
+                   help="labelled data the backbone was NOT trained on, to choose/certify "
+                        "thresholds: an .npz (x uint8 NHWC, y labels[, classes]), 'test' (the "
+                        "model's test split; those samples leave the test evaluation), or a "
+                        "dataset of the model's kind (its test split). Default: a held-out "
+                        "part of the training split, with a warning")
+    p.add_argument("--calib-samples", type=int, default=None,
+                   help="use a class-balanced random subset of this many --calib-data samples")
 
 
 def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
@@ -66,7 +91,11 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
     return FitConfig(exit_spec=spec, exits=exits, exit_at=tuple(exit_at), calib_fraction=a.calib_fraction,
                      search=a.search, random_vectors=a.random_vectors, max_drop=a.max_drop,
                      budget=a.budget, batch_size=a.batch_size, seed=a.seed,
-                     exit_overhead_flops=a.exit_overhead_flops, latency_aware=a.latency_aware)
+                     exit_overhead_flops=a.exit_overhead_flops, latency_aware=a.latency_aware,
+                     delta=a.delta, bound=a.bound, allow_uncertified=a.allow_uncertified,
+                     refine=a.refine,
+                     calib_data=getattr(a, "calib_data", None),
+                     calib_samples=getattr(a, "calib_samples", None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also int8 files of each format (post-training, calibrated on 256 "
                         "training samples; exit heads stay float where int8 changes decisions)")
     _fit_args(b)
+    _calib_args(b)
 
     r = sub.add_parser("report", help="statistics of edge-ee-run results")
     r.add_argument("results", nargs="+", type=Path, help="results.json files")
@@ -155,7 +185,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
+    import logging
+
     from edge_ee.build import build_bundle
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
     build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
                  formats=formats, int8=a.int8)

@@ -1,13 +1,23 @@
 """The host flow in one place: fit training-free exits, calibrate thresholds, export a bundle.
 
-`fit_exits` runs the statistics pass on the training part, the scoring pass on a
-calibration part held out of the same training split, finalises the heads, and builds
-the `ExitTable` from which thresholds are chosen. `choose_thresholds` applies one of
-the threshold searches; `export` writes and validates the bundle.
+`fit_exits` runs the statistics pass on the training part, the scoring pass on a part
+held out of the same training split (the normaliser ν, the temperature and the threshold
+*search* use it), finalises the heads, and builds the `ExitTable`s: `calib`, the search
+table, and — when calibration data the backbone has not seen is given — `certify_table`
+on it. `choose_thresholds` searches the threshold path on the held-out part and picks
+the point on the calibration set: the cheapest within `max_drop` (uncertified), the
+cheapest certified one (`delta`, METHODS §6), or one within a cost budget. `export`
+writes and validates the bundle.
+
+The path is searched on the training hold-out, never on the calibration set, so its
+order is fixed before the calibration losses are seen (what fixed-sequence testing
+needs); ν and the temperature also stay on the hold-out, so the heads are independent of
+the calibration set too.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +30,7 @@ from converters.bundle import BundleSpec, write_bundle
 from converters.quantize import Int8Tolerance
 from converters.segments import monolithic_plan, plan_segments
 from converters.validate import Tolerance
+from edge_ee.calib_source import TRAIN_HOLDOUT_WARNING, source_record
 from edge_ee.calibrate import (
     ExitTable,
     OperatingPoint,
@@ -27,7 +38,9 @@ from edge_ee.calibrate import (
     pick_budget,
     pick_max_drop,
     random_hull,
+    refine_path,
 )
+from edge_ee.certify import BOUNDS, Certificate, certify, check_levels, conservative_first, risk_curve
 from edge_ee.cost import CostTable, cost_table
 from edge_ee.data import ImageSplit, split_indices
 from edge_ee.errors import CalibrationError, ConfigError
@@ -42,6 +55,8 @@ from edge_ee.exits.fit import (
     score_split,
 )
 from edge_ee.exits.heads import ExitHead
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,13 @@ class FitConfig:
     exit_overhead_flops: float | tuple[float, ...] = 0.0
     # measure each exit's boundary cost on this machine (edge_ee.boundary) and charge that
     latency_aware: bool = False
+    # certified thresholds (METHODS §6): P(E[drop loss] ≤ max_drop) ≥ 1 − delta; None = uncertified
+    delta: float | None = None
+    bound: str = "binomial"  # binomial | hoeffding_bentkus
+    allow_uncertified: bool = False  # nothing certified: export the uncertified point, not the full net
+    calib_data: str | None = None  # labelled data the backbone never saw (.npz, 'test', dataset path)
+    calib_samples: int | None = None  # class-balanced random subset of calib_data; None = all
+    refine: int = 8  # with delta: points inserted between path steps (calibrate.refine_path)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -71,6 +93,17 @@ class FitConfig:
             raise ConfigError(f"search must be 'greedy' or 'random', got {self.search!r}")
         if self.budget is not None and not 0.0 < self.budget <= 1.0:
             raise ConfigError(f"budget must be a cost fraction in (0, 1], got {self.budget}")
+        if self.bound not in BOUNDS:
+            raise ConfigError(f"bound must be one of {', '.join(BOUNDS)}, got {self.bound!r}")
+        if self.delta is not None:
+            check_levels(self.max_drop, self.delta)
+            if self.budget is not None:
+                raise ConfigError("--delta certifies --max-drop; drop --budget (a budget is "
+                                  "not a certified quantity)")
+        if self.refine < 0:
+            raise ConfigError(f"--refine must be ≥ 0, got {self.refine}")
+        if self.calib_samples is not None and self.calib_samples < 1:
+            raise ConfigError(f"--calib-samples must be ≥ 1, got {self.calib_samples}")
 
     def variant(self, num_exits: int) -> list[ExitSpec | None]:
         keep = set(range(num_exits)) if self.exits is None else set(self.exits)
@@ -94,6 +127,20 @@ class FittedExits:
     path: list[OperatingPoint]
     chosen: OperatingPoint | None = None
     config: FitConfig | None = None  # what fit_exits used (measured boundary costs included)
+    certify_table: ExitTable | None = None  # the calibration set (None: the training hold-out)
+    source: dict | None = None  # calibration["source"]: {kind, n, sha256, warning}
+    certificate: Certificate | None = None
+    messages: list[str] = field(default_factory=list)  # warnings for the user (also logged)
+
+    def warn(self, msg: str) -> None:
+        """Log a warning for the user and keep it in `messages`."""
+        log.warning(msg)
+        self.messages.append(msg)
+
+    @property
+    def selection_table(self) -> ExitTable:
+        """Where the operating point is chosen/certified: calibration data, else the hold-out."""
+        return self.certify_table if self.certify_table is not None else self.calib
 
 
 def table_for(heads: Sequence[ExitHead | None], scores: ExitScores, costs: CostTable) -> ExitTable:
@@ -105,7 +152,7 @@ def fit_variants(net: ExitNet, train: ImageSplit, variants: Sequence[Sequence[Ex
                  calib_fraction: float = 0.1, batch_size: int = 256, seed: int = 0,
                  progress: bool = True) -> tuple[list[list[ExitHead | None]], list[ExitScores],
                                                  float]:
-    """Statistics on the training part, scores on the held-out calibration part, finalised."""
+    """Statistics on the training part, scores on the held-out part, finalised."""
     stats_idx, calib_idx = split_indices(len(train), calib_fraction, seed)
     t0 = time.perf_counter()
     stats = fit_statistics(net, variants, train.subset(stats_idx), batch_size, progress)
@@ -118,45 +165,110 @@ def fit_variants(net: ExitNet, train: ImageSplit, variants: Sequence[Sequence[Ex
 
 
 def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = True,
-              choose: bool = True) -> FittedExits:
+              choose: bool = True, calib_data: ImageSplit | None = None) -> FittedExits:
     """Fit the heads; with `choose`, also the thresholds. With `cfg.latency_aware` the boundary
-    costs measured here are written into `fitted.config` (and so into the calibration record)."""
+    costs measured here are written into `fitted.config` (and so into the calibration record).
+
+    `calib_data`: labelled samples the backbone was not trained on (checked by the caller:
+    `calib_source.check_disjoint`); thresholds are chosen/certified on them. Without it
+    they are chosen on the training hold-out, with a warning in `fitted.messages`."""
     variant = cfg.variant(net.num_exits)
     (heads,), (calib,), secs = fit_variants(net, train, [variant], cfg.calib_fraction,
                                             cfg.batch_size, cfg.seed, progress)
     costs = cost_table(net, heads)
     table = table_for(heads, calib, costs)
+    cert_table = None
+    if calib_data is not None:
+        t0 = time.perf_counter()
+        (scores,) = score_split(net, [heads], calib_data, cfg.batch_size, progress,
+                                "calibration-set scores")
+        cert_table = table_for(heads, scores, costs)
+        secs += time.perf_counter() - t0
     if cfg.latency_aware:
         from edge_ee.boundary import measure_boundary_flops
         cfg = replace(cfg, exit_overhead_flops=measure_boundary_flops(net, heads, costs.full_flops))
-    fitted = FittedExits(heads, costs, table, secs, [], config=cfg)
+    fitted = FittedExits(heads, costs, table, secs, [], config=cfg, certify_table=cert_table)
+    if calib_data is not None:
+        fitted.source = source_record("calib-data", calib_data)
+    else:
+        _, hold_idx = split_indices(len(train), cfg.calib_fraction, cfg.seed)
+        fitted.source = source_record("train-holdout", train.subset(hold_idx),
+                                      TRAIN_HOLDOUT_WARNING)
+        fitted.warn(TRAIN_HOLDOUT_WARNING)
     if choose:
         choose_thresholds(fitted, cfg, progress)
     return fitted
 
 
 def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True) -> OperatingPoint:
-    """Search thresholds on the calibration table and set them in the heads."""
-    table = fitted.calib
+    """Search the threshold path on the hold-out table, pick the point on the selection table
+    (calibration data when given), and set its thresholds in the heads.
+
+    With `cfg.delta`: fixed-sequence testing along the path (most conservative first); the
+    cheapest certified point, else the full network (all exits off), or the uncertified
+    pick with `cfg.allow_uncertified`. Messages for the user go to `fitted.messages`."""
+    search, sel = fitted.calib, fitted.selection_table
     if cfg.exit_overhead_flops:
-        table = table.with_costs(replace(table.costs, exit_overhead_flops=cfg.exit_overhead_flops))
-    if cfg.search == "greedy":
-        path = greedy_path(table, progress=progress)
+        over = replace(search.costs, exit_overhead_flops=cfg.exit_overhead_flops)
+        search, sel_priced = search.with_costs(over), sel.with_costs(over)
     else:
-        path = random_hull(table, cfg.random_vectors, cfg.seed)
+        sel_priced = sel
+    if cfg.search == "greedy":
+        path = greedy_path(search, progress=progress)
+    else:
+        path = conservative_first(random_hull(search, cfg.random_vectors, cfg.seed))
+    if cfg.delta is not None:  # finer steps: a fixed-sequence walk pays nothing for length
+        path = refine_path(search, path, cfg.refine)
+    # the path's thresholds, priced for the search and in pure FLOPs, on the selection table
+    priced = path if sel is fitted.calib else \
+        [sel_priced.evaluate(np.asarray(p.thresholds)) for p in path]
+    fitted.path = [sel.evaluate(np.asarray(p.thresholds)) for p in path]
     if cfg.budget is not None:
-        point = pick_budget(path, cfg.budget)
+        point = pick_budget(priced, cfg.budget)
         if point is None:
-            cheapest = min(p.cost_fraction for p in path)
+            cheapest = min(p.cost_fraction for p in priced)
             raise CalibrationError(f"no thresholds reach cost {cfg.budget:.2f}; the cheapest "
                                    f"found costs {cheapest:.2f} — raise the budget")
+        thresholds = point.thresholds
     else:
-        point = pick_max_drop(path, cfg.max_drop)
-    # chosen with the search's prices; reported in pure FLOPs
-    fitted.path = [fitted.calib.evaluate(np.asarray(p.thresholds)) for p in path]
-    fitted.chosen = fitted.path[path.index(point)]
-    set_thresholds(fitted.heads, point.thresholds)
+        thresholds = pick_max_drop(priced, cfg.max_drop).thresholds
+    if cfg.delta is not None:
+        thresholds = _certified_choice(fitted, cfg, thresholds)
+    fitted.chosen = sel.evaluate(np.asarray(thresholds))
+    set_thresholds(fitted.heads, thresholds)
     return fitted.chosen
+
+
+def _certified_choice(fitted: FittedExits, cfg: FitConfig,
+                      uncertified: tuple[float, ...]) -> tuple[float, ...]:
+    """Certify along `fitted.path`; the thresholds to export (see `choose_thresholds`)."""
+    cert = certify(fitted.selection_table, fitted.path, cfg.max_drop, cfg.delta, cfg.bound)
+    fitted.certificate = cert
+    if fitted.source and fitted.source["kind"] == "train-holdout":
+        fitted.warn("the certificate holds for the training hold-out only, not for new "
+                    "data (no --calib-data)")
+    if cert.certified:
+        log.info("certified cost %.3f, risk %.4f ≤ %.4f", cert.point.cost_fraction,
+                 cert.empirical_risk, cert.risk_upper_bound)
+        return cert.point.thresholds
+    need = (f"; about {cert.samples_needed} calibration samples would be needed"
+            if cert.samples_needed and cert.samples_needed > cert.n else "")
+    msg = (f"no thresholds certified at drop ≤ {cfg.max_drop} with probability ≥ "
+           f"{1 - cfg.delta:.3g} ({cfg.bound} bound, n = {cert.n}{need})")
+    if cfg.allow_uncertified:
+        msg += "; exporting the UNCERTIFIED pick (--allow-uncertified)"
+        out = uncertified
+    else:
+        msg += "; exporting the full network (all exits off); --allow-uncertified exports " \
+               "the uncertified pick instead"
+        out = tuple([float("inf")] * fitted.calib.num_exits)
+    fitted.warn(msg)
+    return out
+
+
+def certificate_json(fitted: FittedExits, cfg: FitConfig) -> dict | None:
+    """The manifest's `calibration.certificate` (None when no --delta was given)."""
+    return None if fitted.certificate is None else fitted.certificate.to_json()
 
 
 def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
@@ -169,8 +281,16 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
     pts = fitted.path[::step] + ([fitted.path[-1]] if len(fitted.path) % step != 1 else [])
     held = [test.evaluate(np.asarray(p.thresholds)) for p in pts]
     on_test = test.evaluate(np.asarray(fitted.chosen.thresholds))
+    src = fitted.source or {}
     return {
-        "split": f"held-out {cfg.calib_fraction:.0%} of the training split",
+        "split": ("the calibration data (--calib-data)" if src.get("kind") == "calib-data"
+                  else f"held-out {cfg.calib_fraction:.0%} of the training split"),
+        "search_split": f"held-out {cfg.calib_fraction:.0%} of the training split",
+        "source": fitted.source,
+        "guarantee": _guarantee(fitted, cfg),
+        "certificate": certificate_json(fitted, cfg),
+        "risk_curve": risk_curve(fitted.selection_table, fitted.path, cfg.delta, cfg.bound,
+                                 max_points),
         "exit_spec": cfg.exit_spec.label, "search": cfg.search, "max_drop": cfg.max_drop,
         "budget": cfg.budget, "exit_overhead_flops": cfg.exit_overhead_flops,
         "latency_aware": cfg.latency_aware,
@@ -180,6 +300,22 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
         "curve": {"calibration": [[p.cost_fraction, p.accuracy] for p in pts],
                   "test": [[p.cost_fraction, p.accuracy] for p in held]},
     }
+
+
+def _guarantee(fitted: FittedExits, cfg: FitConfig) -> str:
+    """One line: certified / not certified (and what was exported) / uncertified search."""
+    c = fitted.certificate
+    if c is None:
+        return "uncertified: chosen on the calibration sample without --delta; the drop on " \
+               "new data is not bounded"
+    if c.certified:
+        caveat = "" if (fitted.source or {}).get("kind") == "calib-data" else \
+            " — on the TRAINING hold-out, so not valid for new data"
+        return (f"certified: P(expected drop ≤ {c.epsilon}) ≥ {1 - c.delta:.3g} over the "
+                f"calibration sample ({c.bound}, n = {c.n}){caveat}")
+    what = "uncertified point exported (--allow-uncertified)" if cfg.allow_uncertified \
+        else "full network exported (all exits off)"
+    return f"not certified: {what}"
 
 
 def set_thresholds(heads: Sequence[ExitHead | None], thresholds: Sequence[float]) -> None:

@@ -145,7 +145,7 @@ def test_bad_inputs_are_typed_errors(bundles, camvid, tmp_path: Path) -> None:
     b = load_bundle(bundles["cbt"])
     x, y = camvid.images[:2], camvid.labels[:2]
     cases = {"wrong_size_labels": (x, y[:, :60]), "bad_label_value": (x, np.where(y == 3, 13, y)),
-             "float_labels": (x, y.astype(np.float32)), "label_count": (x, y[:1]),
+             "fractional_labels": (x, y.astype(np.float32) + 0.5), "label_count": (x, y[:1]),
              "wrong_size_images": (x[:, :60], y)}
     for name, (xx, yy) in cases.items():
         p = tmp_path / f"{name}.npz"
