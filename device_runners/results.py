@@ -12,7 +12,6 @@ import platform
 import resource
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from device_runners import __version__
 from device_runners.errors import ResultsError, SchemaVersionError
+from device_runners.files import atomic_write_json as atomic_write_json  # re-exported
 
 RESULTS_SCHEMA_VERSION = 1
 REQUIRED = ("schema_version", "kind", "bundle", "backend", "protocol", "samples", "complete")
@@ -53,33 +53,6 @@ def results_document(bundle: Any, backend: Any, threads: int, protocol: dict[str
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
     return {**doc, **run}
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON through a temporary file in the same folder and an atomic rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # the usual file mode, not mkstemp's 0600
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_default)
-            f.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"cannot serialise {type(o).__name__}")
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

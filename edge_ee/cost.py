@@ -12,16 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from converters.flops import count_flops
 from edge_ee.exitnet import ExitNet
 from edge_ee.exits.heads import ExitHead
-
-
-def count_flops(module: torch.nn.Module, *inputs: torch.Tensor) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return int(counter.get_total_flops())
 
 
 @dataclass(frozen=True)

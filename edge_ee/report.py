@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from device_runners.files import atomic_write_json, atomic_write_text
 from device_runners.manifest import Bundle
 from device_runners.power.energy import energy_summary, window_energy
-from device_runners.results import atomic_write_json
 from edge_ee.errors import ResultsError
 from edge_ee.report_tables import (  # noqa: F401 - re-exported: the report's public names
     BYTES_NOTE,
@@ -253,9 +253,7 @@ def to_markdown(summaries: list[dict[str, Any]], names: list[str],
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
 
 
 def write_tables_and_figures(out: Path, tables: list[Any], pngs: dict[str, tuple[str, bytes]]

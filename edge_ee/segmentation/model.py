@@ -15,7 +15,6 @@ and be scattered back — that is where pixel-level early exit saves real time.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from device_runners.files import atomic_write_text
+from device_runners.manifest import sha256_file
 from edge_ee.segmentation.errors import SegmentationError
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
@@ -139,7 +140,8 @@ def upsample_logits(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Te
 
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of a file (kept for callers; the one helper is `device_runners.manifest.sha256_file`)."""
+    return sha256_file(path)
 
 
 def save_weights(model: EarlyExitSegNet, path: Path = WEIGHTS_FILE) -> str:
@@ -150,7 +152,7 @@ def save_weights(model: EarlyExitSegNet, path: Path = WEIGHTS_FILE) -> str:
     torch.save({"state_dict": sd, "config": {k: list(v) if isinstance(v, tuple) else v
                                               for k, v in cfg.items()}}, path)
     digest = sha256_of(path)
-    Path(str(path) + ".sha256").write_text(digest + "\n")
+    atomic_write_text(str(path) + ".sha256", digest + "\n")
     return digest
 
 
