@@ -77,20 +77,22 @@ def measure_call_overhead_flops(full_onnx: str, full_flops: int, runs: int = 200
     """
     import time
 
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+    import tempfile
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    full = ort.InferenceSession(full_onnx, opts, providers=["CPUExecutionProvider"])
+    from onnx import TensorProto, helper, save
+
+    from device_runners.backends import ort_session
+
+    full = ort_session(full_onnx, 1)
     inp = full.get_inputs()[0]
     shape = [1, *inp.shape[1:]]
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "noop",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    noop = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        save(model, f"{tmp}/noop.onnx")
+        noop = ort_session(f"{tmp}/noop.onnx", 1)
     x = np.zeros(shape, np.float32)
     t_full, t_noop = [], []
     for _ in range(runs):
