@@ -11,7 +11,6 @@ import os
 import platform
 import resource
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,3 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise SchemaVersionError(f"{p} has results schema {r['schema_version']}, this edge-ee reads "
                                  f"up to {RESULTS_SCHEMA_VERSION}; upgrade edge-ee on the host")
     return r
-
-
-def version_line() -> str:
-    return f"python {sys.version.split()[0]}"

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from edge_ee.errors import EdgeEEError
+from edge_ee.log import configure_logging
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -70,6 +71,10 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-ee", description="early-exit networks for edge devices")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="only warnings and errors; no progress bars")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="Fashion-MNIST end to end: exits, bundle, run, report")
@@ -134,6 +139,7 @@ def _extensions() -> list:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(1 if args.verbose else -1 if args.quiet else 0)
     try:
         return COMMANDS[args.command](args)
     except EdgeEEError as err:

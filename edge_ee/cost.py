@@ -75,9 +75,8 @@ def measure_call_overhead_flops(full_onnx: str, full_flops: int, runs: int = 200
     Times the full network as one graph and a trivial graph with the same input, and
     converts the trivial call's median time with the full graph's FLOPs per second.
     """
-    import time
-
     import tempfile
+    import time
 
     from onnx import TensorProto, helper, save
 

@@ -62,8 +62,9 @@ def export(fmt: str, spec: SegmentSpec, folder: Path, stem: str) -> str:
 
 
 def tool_versions(formats: tuple[str, ...] | list[str]) -> dict[str, object]:
-    """Tool versions of every format used (int8 variants count as their base format)."""
-    out: dict[str, object] = {}
+    """Tool versions of every format used (int8 variants count as their base format); the
+    ONNX versions always (the onnx package checks every export)."""
+    out: dict[str, object] = FORMATS["onnx"].tool_versions()
     for f in dict.fromkeys(f.removesuffix("-int8") for f in formats):
         out.update(FORMATS[f].tool_versions())
     return out

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from converters.progress import progress as progress_bar
 from edge_ee.data import ImageSplit
 from edge_ee.errors import CalibrationError, DataError
 from edge_ee.exitnet import ExitNet
@@ -37,8 +37,8 @@ def batches(data: ImageSplit, batch_size: int = 256, desc: str | None = None,
     n = len(data)
     mean = np.asarray(data.mean, np.float32)
     std = np.asarray(data.std, np.float32)
-    for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress or desc is None,
-                  unit="batch", leave=False):
+    for i in progress_bar(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
+                          disable=not progress or desc is None):
         x = (data.images[i : i + batch_size].astype(np.float32) / 255.0 - mean) / std
         yield (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
                torch.from_numpy(data.labels[i : i + batch_size]))

@@ -149,10 +149,3 @@ def collect_cbt_stats(model: torch.nn.Module, images: np.ndarray, labels: np.nda
         probs = [torch.softmax(upsample_logits(o, cfg.image_hw), dim=1) for o in outs]
         stats.update(probs, labels[i:i + batch_size])
     return stats
-
-
-def calibrate_cbt(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
-                  config: CBTConfig, batch_size: int = 16) -> CBTResult:
-    """Thresholds for `model` from all training pixels (images normalised float (N,3,H,W))."""
-    means, present = collect_cbt_stats(model, images, labels, batch_size).class_means()
-    return cbt_thresholds(means, config, present)
