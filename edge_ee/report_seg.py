@@ -28,6 +28,7 @@ from device_runners.results import atomic_write_json
 from edge_ee.errors import ResultsError
 from edge_ee.report import _write_text, write_tables_and_figures
 from edge_ee.report_tables import ESTIMATED, Table, fmt, table_markdown
+from edge_ee.unit_cost import reach_from_counts, unit_flops
 
 OVERLAY_IMAGES = 3
 
@@ -42,13 +43,8 @@ def _pct(values: Any) -> dict[str, float]:
 
 def masked_flops(tokens_per_exit: np.ndarray, cost: dict[str, Any]) -> np.ndarray:
     """FLOPs per image (N,) from tokens stopping at each exit (N,E) and the manifest cost model."""
-    tpe = np.asarray(tokens_per_exit, np.float64).reshape(len(tokens_per_exit), -1)
-    reach = np.cumsum(tpe[:, ::-1], axis=1)[:, ::-1]  # tokens that ran stage s
-    total = np.full(len(tpe), float(cost["stem_flops"]))
-    for s, (dense, per_tok) in enumerate(zip(cost["dense_flops"], cost["per_token_flops"],
-                                             strict=True)):
-        total += np.where(reach[:, s] > 0, dense + reach[:, s] * per_tok, 0.0)
-    return total
+    return unit_flops(reach_from_counts(tokens_per_exit), cost["stem_flops"],
+                      cost["dense_flops"], cost["per_token_flops"])
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
