@@ -69,7 +69,7 @@ def test_onnx_export_leaves_other_loggers_alone(tmp_path: Path) -> None:
 def test_format_registry_rejects_unknown_formats() -> None:
     assert set(FORMATS) >= {"onnx", "tflite"}
     assert check_formats(["onnx", "onnx"]) == ("onnx",)
-    with pytest.raises(ConfigError, match="unknown export formats.*choose from"):
+    with pytest.raises(ConfigError, match=r"unknown export formats.*choose from"):
         check_formats(["coreml"])
 
 

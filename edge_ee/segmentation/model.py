@@ -139,11 +139,6 @@ def upsample_logits(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Te
     return F.interpolate(logits, size=image_hw, mode="bilinear", align_corners=False)
 
 
-def sha256_of(path: Path) -> str:
-    """sha256 of a file (kept for callers; the one helper is `device_runners.manifest.sha256_file`)."""
-    return sha256_file(path)
-
-
 def save_weights(model: EarlyExitSegNet, path: Path = WEIGHTS_FILE) -> str:
     """Save the state_dict plus its config and write `<path>.sha256`; returns the digest."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +146,7 @@ def save_weights(model: EarlyExitSegNet, path: Path = WEIGHTS_FILE) -> str:
     cfg = asdict(model.config)
     torch.save({"state_dict": sd, "config": {k: list(v) if isinstance(v, tuple) else v
                                               for k, v in cfg.items()}}, path)
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     atomic_write_text(str(path) + ".sha256", digest + "\n")
     return digest
 
@@ -167,7 +162,7 @@ def load_pretrained(path: Path = WEIGHTS_FILE, expected_sha256: str | None = Non
         if not side.is_file():
             raise SegmentationError(f"{side} missing; cannot verify {path.name}")
         expected_sha256 = side.read_text().strip()
-    got = sha256_of(path)
+    got = sha256_file(path)
     if got != expected_sha256:
         raise SegmentationError(f"{path} sha256 {got} != expected {expected_sha256}; "
                                 "the file is corrupt or replaced — retrain or restore it")
