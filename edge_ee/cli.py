@@ -140,6 +140,7 @@ def _extensions() -> list:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(1 if args.verbose else -1 if args.quiet else 0)
+    del args.verbose, args.quiet  # not fields of any subcommand's config
     try:
         return COMMANDS[args.command](args)
     except EdgeEEError as err:
