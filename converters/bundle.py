@@ -25,6 +25,7 @@ import torch
 from converters import formats as fmts
 from converters.atomic import atomic_dir
 from converters.errors import ExportValidationError
+from converters.progress import progress
 from converters.spec import BundleSpec, SegmentSpec
 from device_runners.errors import BundleError, SelfCheckError
 from device_runners.files import atomic_save_npz, atomic_write_json
@@ -80,7 +81,7 @@ def segment_entry(i: int, seg: SegmentSpec, files: dict[str, str]) -> dict[str, 
 def _export_all(tmp: Path, specs: list[SegmentSpec], extra: dict[str, SegmentSpec],
                 formats: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     segments = []
-    for i, seg in enumerate(specs):
+    for i, seg in enumerate(progress(specs, desc=f"export {'+'.join(formats)}", unit="segment")):
         stem = seg.name or f"seg{i}"
         files = {f: fmts.export(f, seg, tmp, stem) for f in formats}
         segments.append(segment_entry(i, seg, files))

@@ -22,6 +22,7 @@ import numpy as np
 from converters.bundle import write_bundle
 from converters.errors import ExportValidationError
 from converters.formats import FORMATS, check_formats
+from converters.progress import progress
 from converters.quantize import (
     QUANT_METHODS,
     Int8Tolerance,
@@ -127,7 +128,7 @@ def _quantize_all(tmp: Path, specs: Sequence[SegmentSpec], segments: list[dict[s
     for fmt in formats:
         ext = FORMATS[fmt].ext
         recs = []
-        for i, seg in enumerate(specs):
+        for i, seg in enumerate(progress(specs, desc=f"int8 {fmt}", unit="segment")):
             cin = cx if i == 0 else cal[i - 1]["feature"]
             vin = vx if i == 0 else ref[i - 1]["feature"]
             name = f"seg{i}.int8.{ext}"

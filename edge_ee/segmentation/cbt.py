@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from converters.progress import progress
 from edge_ee.segmentation.data import IGNORE_INDEX, validate_labels
 from edge_ee.segmentation.errors import SegmentationError
 
@@ -143,7 +144,7 @@ def collect_cbt_stats(model: torch.nn.Module, images: np.ndarray, labels: np.nda
     model.eval()
     cfg = model.config
     stats = CBTStats(cfg.num_exits, cfg.num_classes)
-    for i in range(0, len(images), batch_size):
+    for i in progress(range(0, len(images), batch_size), desc="CBT statistics", unit="batch"):
         x = torch.as_tensor(images[i:i + batch_size])
         outs = model(x)
         probs = [torch.softmax(upsample_logits(o, cfg.image_hw), dim=1) for o in outs]

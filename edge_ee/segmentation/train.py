@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from converters.progress import progress
 from edge_ee.log import configure_logging
 from edge_ee.segmentation.data import IGNORE_INDEX, NUM_CLASSES, load_camvid, normalize_images
 from edge_ee.segmentation.model import (
@@ -74,7 +75,7 @@ def train(cfg: TrainConfig, net_cfg: SegNetConfig | None = None,
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     t0 = time.perf_counter()
     epochs_done = 0
-    for epoch in range(cfg.epochs):
+    for epoch in progress(range(cfg.epochs), desc="train", unit="epoch", disable=not log):
         model.train()
         perm = rng.permutation(n)
         running = 0.0
