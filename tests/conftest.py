@@ -28,7 +28,8 @@ SLOW_FIXTURES = {"fashion_bundle", "all_formats_bundle", "int8_bundle", "bundles
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        # `-m "not slow"` replaces the default `-m "not aarch64"`: aarch64 counts as slow
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or "aarch64" in item.keywords:
             item.add_marker(pytest.mark.slow)
     if HAVE_DATA:
         return
