@@ -36,11 +36,6 @@ HEAD_SCOPE = "head"
 EXT = "tflite"
 
 
-def litert_torch_version() -> str:
-    from importlib.metadata import version
-    return version("litert-torch")
-
-
 def _import_litert_torch():  # -> module
     try:
         import litert_torch
