@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from device_runners.backends import open_backend
 from device_runners.executor import execute
 from device_runners.golden import self_check
-from device_runners.manifest import load_bundle
+from device_runners.manifest import load_bundle, sha256_file
 from device_runners.recorders import confusion
 from edge_ee.report import masked_flops
 from edge_ee.segmentation.build import calibration_record
@@ -36,7 +36,7 @@ from edge_ee.segmentation.bundle import SegBundleOptions, write_seg_bundle
 from edge_ee.segmentation.cbt import CBTConfig, cbt_thresholds, collect_cbt_stats, single_thresholds
 from edge_ee.segmentation.data import CLASS_NAMES, IGNORE_INDEX, load_camvid, normalize_images
 from edge_ee.segmentation.metrics import confusion_matrix, mean_iou
-from edge_ee.segmentation.model import WEIGHTS_FILE, load_pretrained, sha256_of
+from edge_ee.segmentation.model import WEIGHTS_FILE, load_pretrained
 from edge_ee.segmentation.pixel_exit import dense_masked_forward
 
 PUBLISHED = ("Cityscapes HRNetV2-W48 (published): single 0.998 387.8 GFLOPs mIoU 81.31 -> "
@@ -65,7 +65,7 @@ def build_bundles(model, out: Path, xtr, ytr, vx) -> dict[str, Path]:
         t0 = time.perf_counter()
         paths[name] = write_seg_bundle(
             model, out / "bundles" / name, thr, vx, calibration_record(mode, res, t, len(xtr)),
-            f"camvid-eeseg-{name}", sha256_of(WEIGHTS_FILE), SegBundleOptions(overwrite=True))
+            f"camvid-eeseg-{name}", sha256_file(WEIGHTS_FILE), SegBundleOptions(overwrite=True))
         print(f"bundle {name}: {time.perf_counter() - t0:.1f} s")
     return paths
 

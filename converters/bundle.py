@@ -1,38 +1,34 @@
-"""Write an exit-split bundle: segment graphs, golden I/O, manifest with sha256 of every file.
+"""The one bundle writer: specs + a task section → a verified bundle folder, all or nothing.
 
-Everything is written into a temporary folder beside the target, checked with the same
-runtime code the device uses (load with checksums, golden self-check, validation against
-torch on real samples), and only then renamed into place. A failed export leaves
-nothing behind.
+`write_bundle` does, once for every task: a temporary folder beside the target, export of
+every segment spec and extra graph (e.g. segmentation's `assemble`) through the format
+registry, optional int8 files (a task hook), the golden arrays the task computes, the
+sha256 of every file, manifest assembly and its structural validation, then per format
+the device's golden self-check and the task's validation against torch (the `check`
+hook), and the atomic rename. A failure anywhere leaves nothing behind.
+
+The task supplies what differs: the golden arrays (and their manifest section), its
+manifest section (e.g. `segmentation: {...}`), the check. Sample-exit chains
+(classification) get theirs from `converters.chain_bundle`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 
-import edge_ee
+from converters import formats as fmts
 from converters.atomic import atomic_dir
-from converters.onnx_export import export_onnx
-from converters.quantize import (
-    QUANT_METHODS,
-    Int8Tolerance,
-    check_calibration,
-    quantize_segment,
-    validate_int8,
-)
-from converters.segments import SegmentPlan
-from converters.validate import Tolerance, torch_outputs, validate
-from device_runners.backends import Backend, format_backends, open_backend
-from device_runners.golden import self_check
+from converters.errors import ExportValidationError
+from converters.progress import progress
+from converters.spec import BundleSpec, SegmentSpec
+from device_runners.errors import BundleError, SelfCheckError
+from device_runners.files import atomic_save_npz, atomic_write_json
 from device_runners.manifest import (
     BUNDLE_SCHEMA_VERSION,
     MANIFEST,
@@ -41,150 +37,94 @@ from device_runners.manifest import (
     sha256_file,
     validate_manifest,
 )
-from device_runners.results import atomic_write_json
-from edge_ee.cost import count_flops
-from edge_ee.errors import BundleError, ConfigError, ExportValidationError, SelfCheckError
 
-FORMATS = ("onnx", "tflite")  # fp32 formats; int8=True adds "<format>-int8" for each
-EXT = {"onnx": "onnx", "tflite": "tflite"}
-# TFLite fp32 (XNNPACK's GEMM sums in another order): exit scores are large and close, so
-# an exact top-2 tie may pick the other class; such samples do not count as disagreement
-TFLITE_TIE_RTOL = 1e-5
-
-
-@dataclass(frozen=True)
-class BundleSpec:
-    """What the manifest says about the model beyond its segments."""
-
-    name: str
-    classes: tuple[str, ...]
-    input_shape: tuple[int, ...]  # without batch, e.g. (3, 32, 32)
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    source_sha256: str | None = None
-    task: str = "classification"
-    granularity: str = "sample"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def input_spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"name": "x", "shape": [None, *self.input_shape],
-                                "dtype": "float32", "layout": "NCHW"}
-        if self.mean:
-            c, h, w = self.input_shape
-            spec["raw"] = {"dtype": "uint8", "shape": [None, h, w, c], "layout": "NHWC",
-                           "scale": 1.0 / 255.0, "mean": list(self.mean), "std": list(self.std)}
-        return spec
+GOLDEN_FILE = "golden.npz"
+# golden(draft bundle with every graph written, all formats) -> (arrays, manifest section)
+GoldenFn = Callable[[Bundle, tuple[str, ...]], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
+# check(verified bundle, format) -> (self-check record, validation record); raises on failure
+CheckFn = Callable[[Bundle, str], tuple[dict[str, Any], dict[str, Any]]]
+# quantize(folder, segment entries) -> the manifest's `quantization` section (adds files)
+QuantizeFn = Callable[[Path, list[dict[str, Any]]], dict[str, Any] | None]
 
 
-def _segment_entry(i: int, plan: SegmentPlan, example: torch.Tensor) -> dict[str, Any]:
-    head = plan.head
-    flops = count_flops(plan.module, example)
-    if head is not None:
-        with torch.no_grad():
-            feat = plan.module.stages(example)
-        flops += head.extra_flops(tuple(feat.shape[1:]))
-        exit_info: dict[str, Any] = {
-            "kind": head.scorer.kind if head.scorer.kind != "linear" else "lda",
-            "point": plan.stage_names[-1], "exit_index": plan.exit_index,
-            "confidence": head.confidence_name, "threshold": float(head.threshold),
-            "outputs": {"prediction": "int64 class index", "confidence": "float32",
-                        "exit": "bool: confidence > threshold"},
-        }
-    else:
-        exit_info = {"kind": "final", "point": "classifier", "threshold": None,
-                     "outputs": {"prediction": "int64", "confidence": "max softmax",
-                                 "logits": "float32"}}
-    params = sum(p.numel() for p in plan.module.parameters())
-    params += sum(b.numel() for n, b in plan.module.named_buffers() if "head" in n)
-    return {"index": i, "name": f"seg{i}", "stages": plan.stage_names,
-            "files": {"onnx": f"seg{i}.onnx"}, "inputs": ["x"],
-            "outputs": list(plan.output_names), "flops": int(flops), "params": int(params),
-            "exit": exit_info}
+def write_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: str | Path, *,
+                 golden: GoldenFn, check: CheckFn, formats: Sequence[str] = ("onnx",),
+                 task_section: Mapping[str, Any] | None = None,
+                 extra_graphs: Mapping[str, SegmentSpec] | None = None,
+                 cost: Mapping[str, Any] | None = None, calibration: Any = None,
+                 quantize: QuantizeFn | None = None, overwrite: bool = False) -> Path:
+    """Export, check and atomically place a bundle at `out_dir`; returns its path.
 
-
-def write_bundle(plans: Sequence[SegmentPlan], spec: BundleSpec, out_dir: str | Path,
-                 validation_x: np.ndarray, golden_count: int = 8,
-                 tol: Tolerance = Tolerance(), calibration: dict | None = None,
-                 overwrite: bool = False, full_flops: int | None = None,
-                 formats: Sequence[str] = ("onnx",), int8: bool = False,
-                 calibration_x: np.ndarray | None = None, int8_heads: str = "auto",
-                 int8_tol: Int8Tolerance = Int8Tolerance()) -> Path:
-    """Export, validate and atomically place a bundle at `out_dir`; returns its path.
-
-    `formats`: fp32 graph formats ("onnx", "tflite"), each validated against torch.
-    `int8`: also write "<format>-int8" files for each, calibrated on `calibration_x`
-    (real, normalised inputs, e.g. training images, not the validation samples).
-    """
+    `task_section`: top-level manifest keys of the task (e.g. {"segmentation": {...}});
+    `extra_graphs`: graphs beside the segments by name, listed under the manifest's
+    `graphs`; `cost`: the manifest's cost section (default: the segments' FLOPs summed)."""
     out = Path(out_dir)
-    formats = tuple(dict.fromkeys(formats))
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ConfigError(f"unknown export formats {bad or formats}; choose from {list(FORMATS)}")
-    cx = check_calibration(calibration_x, spec.input_shape) if int8 else None
+    formats = fmts.check_formats(list(formats))
     if out.exists() and not overwrite:
         raise BundleError(f"{out} exists; pass --overwrite (overwrite=True) or choose another folder")
-    if len(validation_x) < 1:
-        raise ExportValidationError("validation needs at least one real sample")
+    if not specs:
+        raise ExportValidationError("a bundle needs at least one segment")
     with atomic_dir(out) as tmp:
-        _write_into(tmp, plans, spec, validation_x, golden_count, tol, calibration, full_flops,
-                    formats, cx, int8_heads, int8_tol)
+        _write_into(tmp, list(specs), spec, golden, check, formats, dict(task_section or {}),
+                    dict(extra_graphs or {}), cost, calibration, quantize)
     return out
 
 
-def _write_into(tmp: Path, plans: Sequence[SegmentPlan], spec: BundleSpec, vx: np.ndarray,
-                golden_count: int, tol: Tolerance, calibration: dict | None,
-                full_flops: int | None, formats: tuple[str, ...] = ("onnx",),
-                cx: np.ndarray | None = None, int8_heads: str = "auto",
-                int8_tol: Int8Tolerance = Int8Tolerance()) -> None:
-    example = torch.from_numpy(vx[:1])
+def segment_entry(i: int, seg: SegmentSpec, files: dict[str, str]) -> dict[str, Any]:
+    """The manifest entry of segment `i`."""
+    return {"index": i, "name": seg.name or f"seg{i}", "stages": list(seg.stages),
+            "files": files, "inputs": list(seg.input_names), "outputs": list(seg.output_names),
+            "flops": int(seg.flops), "params": int(seg.params), "exit": seg.exit,
+            **seg.manifest}
+
+
+def _export_all(tmp: Path, specs: list[SegmentSpec], extra: dict[str, SegmentSpec],
+                formats: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     segments = []
-    feat = example
-    for i, plan in enumerate(plans):
-        if "onnx" in formats:
-            export_onnx(plan.module, feat, tmp / f"seg{i}.onnx", plan.output_names)
-        if "tflite" in formats:
-            from converters.tflite_export import export_tflite
-            export_tflite(plan.module, feat, tmp / f"seg{i}.tflite")
-        segments.append(_segment_entry(i, plan, feat))
-        segments[-1]["files"] = {f: f"seg{i}.{EXT[f]}" for f in formats}
-        if plan.head is not None:
-            with torch.no_grad():
-                feat = plan.module(feat)[0]
-    quantization = None if cx is None else _quantize_all(tmp, plans, segments, formats, vx, cx,
-                                                         int8_heads)
-    all_formats = [*formats, *(f"{f}-int8" for f in formats if cx is not None)]
-    gx = vx[:golden_count]
-    golden = {"input": gx}
-    for i, outs in enumerate(torch_outputs(plans, gx)):
-        golden.update({f"seg{i}/{k}": v for k, v in outs.items()})
-    golden_formats = {}
-    draft = Bundle(tmp, {"segments": segments}, "")
-    for fmt in all_formats:
-        if fmt == "onnx":
-            continue  # checked against torch's own outputs, the unprefixed keys
-        golden.update(_chain(open_backend(draft, format_backends()[fmt]), len(plans), gx, f"{fmt}/"))
-        golden_formats[fmt] = _golden_tol(fmt, tol, int8_tol)
-    with open(tmp / "golden.npz", "wb") as f:
-        np.savez(f, **golden)
+    for i, seg in enumerate(progress(specs, desc=f"export {'+'.join(formats)}", unit="segment")):
+        stem = seg.name or f"seg{i}"
+        files = {f: fmts.export(f, seg, tmp, stem) for f in formats}
+        segments.append(segment_entry(i, seg, files))
+    graphs = {name: {"files": {f: fmts.export(f, g, tmp, name) for f in formats},
+                     "inputs": list(g.input_names), "outputs": list(g.output_names)}
+              for name, g in extra.items()}
+    return segments, graphs
+
+
+def _write_into(tmp: Path, specs: list[SegmentSpec], spec: BundleSpec, golden: GoldenFn,
+                check: CheckFn, formats: tuple[str, ...], task_section: dict[str, Any],
+                extra: dict[str, SegmentSpec], cost: Mapping[str, Any] | None,
+                calibration: Any, quantize: QuantizeFn | None) -> None:
+    segments, graphs = _export_all(tmp, specs, extra, formats)
+    quantization = quantize(tmp, segments) if quantize is not None else None
+    all_formats = tuple(f for f in [*formats, *(f"{f}-int8" for f in formats)]
+                        if all(f in s["files"] for s in segments))
+    for g in graphs.values():  # an extra graph is read by the int8 backends as well
+        g["files"].update({f: g["files"][f.removesuffix("-int8")] for f in all_formats
+                           if f not in g["files"]})
+    draft = Bundle(tmp, {"segments": segments, "graphs": graphs}, "")
+    arrays, golden_section = golden(draft, all_formats)
+    atomic_save_npz(tmp / GOLDEN_FILE, **arrays)
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
-    manifest = {
+    total = sum(s["flops"] for s in segments)
+    manifest: dict[str, Any] = {
         "schema_version": BUNDLE_SCHEMA_VERSION,
         "kind": "edge-ee-bundle",
         "model": {"name": spec.name, "task": spec.task, "granularity": spec.granularity,
-                  "source_sha256": spec.source_sha256},
-        "input": spec.input_spec(),
+                  "source_sha256": spec.source_sha256, **spec.model},
+        "input": spec.input,
         "classes": list(spec.classes),
         "segments": segments,
-        "cost": {"total_flops_all_segments": sum(s["flops"] for s in segments),
-                 "full_flops": full_flops or sum(s["flops"] for s in segments)},
+        **({"graphs": graphs} if graphs else {}),
+        **task_section,
+        "cost": dict(cost) if cost is not None else {"total_flops_all_segments": total,
+                                                      "full_flops": total},
         "calibration": calibration,
-        "golden": {"file": "golden.npz", "count": len(gx), "atol": tol.atol, "rtol": tol.rtol,
-                   "confidence_atol": tol.confidence_atol,
-                   **({"formats": golden_formats} if golden_formats else {})},
+        "golden": {"file": GOLDEN_FILE, "count": len(arrays["input"]), **golden_section},
         "preferred_format": formats[0],
         "provenance": {
-            "edge_ee_version": edge_ee.__version__, "torch_version": torch.__version__,
-            "onnx_version": onnx.__version__, "onnx_opset": 20, **_tool_versions(all_formats),
+            **spec.provenance, "torch_version": torch.__version__,
+            **fmts.tool_versions(all_formats),
             "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
         "files": files,
@@ -196,79 +136,13 @@ def _write_into(tmp: Path, plans: Sequence[SegmentPlan], spec: BundleSpec, vx: n
     bundle = load_bundle(tmp)
     checks, reports = {}, {}
     for fmt in all_formats:
-        backend = open_backend(bundle, format_backends()[fmt])
         try:
-            checks[fmt] = self_check(bundle, backend)
+            checks[fmt], reports[fmt] = check(bundle, fmt)
         except SelfCheckError as err:
             raise ExportValidationError(f"golden self-check ({fmt}) failed at export: {err}") from err
-        if fmt.endswith("-int8"):
-            reports[fmt] = validate_int8(plans, backend, vx, torch_outputs(plans, vx), int8_tol)
-        elif fmt == "tflite":
-            reports[fmt] = validate(plans, backend, vx,
-                                    replace(tol, tie_rtol=max(tol.tie_rtol, TFLITE_TIE_RTOL)))
-        else:
-            reports[fmt] = validate(plans, backend, vx, tol)
     manifest["self_check"] = checks[formats[0]]
     manifest["validation"] = reports[formats[0]]
     if len(all_formats) > 1:
         manifest["self_check_formats"] = checks
         manifest["validation_formats"] = reports
     atomic_write_json(tmp / MANIFEST, manifest)
-
-
-def _chain(backend: Backend, n_segments: int, x: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
-    """Every segment's outputs in one backend, feeding its own features forward."""
-    res = {}
-    for i in range(n_segments):
-        out = backend.run(i, x)
-        res.update({f"{prefix}seg{i}/{k}": v for k, v in out.items()})
-        if "feature" in out:
-            x = out["feature"]
-    return res
-
-
-def _golden_tol(fmt: str, tol: Tolerance, t8: Int8Tolerance) -> dict[str, Any]:
-    """Golden outputs of `fmt` were recorded with the same runtime on the host."""
-    if fmt.endswith("-int8"):
-        return {"prefix": f"{fmt}/", "atol": t8.golden_atol, "rtol": t8.golden_rtol,
-                "confidence_atol": t8.golden_confidence_atol}
-    return {"prefix": f"{fmt}/", "atol": tol.atol, "rtol": tol.rtol,
-            "confidence_atol": tol.confidence_atol}
-
-
-def _quantize_all(tmp: Path, plans: Sequence[SegmentPlan], segments: list[dict[str, Any]],
-                  formats: tuple[str, ...], vx: np.ndarray, cx: np.ndarray,
-                  heads: str) -> dict[str, Any]:
-    """int8 files of every segment in every format; the manifest's `quantization` section."""
-    ref, cal = torch_outputs(plans, vx), torch_outputs(plans, cx)
-    out: dict[str, Any] = {"calibration_samples": len(cx), "decision_samples": len(vx),
-                           "heads_policy": heads, "formats": {}}
-    for fmt in formats:
-        recs = []
-        for i, plan in enumerate(plans):
-            cin = cx if i == 0 else cal[i - 1]["feature"]
-            vin = vx if i == 0 else ref[i - 1]["feature"]
-            name = f"seg{i}.int8.{EXT[fmt]}"
-            rec = quantize_segment(fmt, plan, tmp / f"seg{i}.{EXT[fmt]}", tmp / name, cin, vin,
-                                   ref[i], heads)
-            segments[i]["files"][f"{fmt}-int8"] = name
-            recs.append({"segment": i, **rec})
-        out["formats"][f"{fmt}-int8"] = {**QUANT_METHODS[fmt], "segments": recs}
-    return out
-
-
-def _tool_versions(formats: Sequence[str]) -> dict[str, str]:
-    from importlib import metadata
-    dists = ["onnxruntime"] + (["litert-torch", "ai-edge-litert", "torchao"]
-                               if any(f.startswith("tflite") for f in formats) else [])
-    vers = {}
-    for d in dists:
-        try:
-            vers[d.replace("-", "_") + "_version"] = metadata.version(d)
-        except metadata.PackageNotFoundError:
-            continue
-    return vers
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / MANIFEST).read_text())

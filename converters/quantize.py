@@ -8,7 +8,7 @@ path; S8S8 activations measured 1.2-1.6x slower than fp32 on x86, U8S8 0.5-0.6x 
 ResNet-56 blocks, same error) — calibrated on real samples. The exporter's per-node
 debug metadata is dropped from the int8 file once the head nodes are known (it is
 ~14 KB per segment, a third of a small int8 segment). TFLite: PT2E through
-`converters.tflite_export.export_tflite_int8`.
+`converters.formats.tflite.export_tflite_int8`.
 
 Exit heads. The LDA/E2CM scores are large numbers whose top-2 differ by little, so an int8
 head can change exit decisions. `heads="auto"` quantises each segment both ways and keeps
@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from converters.segments import SegmentPlan
-from device_runners.backends import Backend
-from edge_ee.errors import ExportValidationError, QuantizationError
+from converters.errors import ExportValidationError, QuantizationError
+from converters.spec import SegmentSpec
+from device_runners.backends import Backend, ort_session
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 HEAD_SCOPE = "head"
@@ -202,11 +202,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib_x: np.ndarray, float_he
 
 
 def onnx_runner(path: Path, out_names: Sequence[str]) -> Runner:
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, 1)
     name = sess.get_inputs()[0].name
     outs = [o.name for o in sess.get_outputs()]
     return lambda x: dict(zip(outs, sess.run(None, {name: x}), strict=True))
@@ -226,11 +222,11 @@ def tflite_runner(path: Path, out_names: Sequence[str]) -> Runner:
     return run
 
 
-def _decision(plan: SegmentPlan) -> str:
-    return "exit" if plan.head is not None else "prediction"
+def _decision(plan: SegmentSpec) -> str:
+    return "exit" if plan.is_exit else "prediction"
 
 
-def quantize_segment(fmt: str, plan: SegmentPlan, fp32_path: Path, out_path: Path,
+def quantize_segment(fmt: str, plan: SegmentSpec, fp32_path: Path, out_path: Path,
                      calib_in: np.ndarray, val_in: np.ndarray, val_ref: dict[str, np.ndarray],
                      heads: str = "auto", head_constants: str = "auto",
                      decision_calib: int = 512) -> dict[str, Any]:
@@ -256,7 +252,7 @@ def quantize_segment(fmt: str, plan: SegmentPlan, fp32_path: Path, out_path: Pat
         if fmt == "onnx":
             quantize_onnx(fp32_path, path, calib_in, float_heads)
             return onnx_runner(path, plan.output_names)(dec_in)
-        from converters.tflite_export import export_tflite_int8
+        from converters.formats.tflite import export_tflite_int8
         export_tflite_int8(plan.module, calib_in, path, float_heads)
         return tflite_runner(path, plan.output_names)(dec_in)
 
@@ -289,11 +285,11 @@ def quantize_segment(fmt: str, plan: SegmentPlan, fp32_path: Path, out_path: Pat
     return rec
 
 
-def _try_half_constants(plan: SegmentPlan, fp32_path: Path, out_path: Path, val_in: np.ndarray,
+def _try_half_constants(plan: SegmentSpec, fp32_path: Path, out_path: Path, val_in: np.ndarray,
                         val_ref: dict[str, np.ndarray], float32_got: dict[str, np.ndarray],
                         rec: dict[str, Any]) -> None:
     half = out_path.with_name(out_path.name + ".fp16-constants")
-    head = onnx_head_nodes(onnx.load(str(fp32_path)), "feature" if plan.head is not None else None)
+    head = onnx_head_nodes(onnx.load(str(fp32_path)), "feature" if plan.is_exit else None)
     names = half_head_constants(out_path, half, head)
     if not names:
         half.unlink(missing_ok=True)
@@ -313,7 +309,7 @@ def _try_half_constants(plan: SegmentPlan, fp32_path: Path, out_path: Path, val_
         half.unlink(missing_ok=True)
 
 
-def validate_int8(plans: Sequence[SegmentPlan], backend: Backend, x: np.ndarray,
+def validate_int8(plans: Sequence[SegmentSpec], backend: Backend, x: np.ndarray,
                   ref_all: Sequence[dict[str, np.ndarray]], tol: Int8Tolerance = Int8Tolerance()
                   ) -> dict[str, Any]:
     """Compare an int8 chain (own features forward) with torch fp32; raise when out of limits."""
@@ -329,7 +325,7 @@ def validate_int8(plans: Sequence[SegmentPlan], backend: Backend, x: np.ndarray,
         seg: dict[str, Any] = {"segment": i, "prediction_agreement": float(same.mean())}
         # an early exit's prediction matters only where it answers: checked on the samples
         # whose exit fires in both chains (all samples at the final segment)
-        fired = (got["exit"].astype(bool) & ref["exit"].astype(bool)) if plan.head is not None \
+        fired = (got["exit"].astype(bool) & ref["exit"].astype(bool)) if plan.is_exit \
             else np.ones(n, bool)
         seg["prediction_agreement_where_exiting"] = float(same[fired].mean()) if fired.any() else 1.0
         bad = []
@@ -337,11 +333,11 @@ def validate_int8(plans: Sequence[SegmentPlan], backend: Backend, x: np.ndarray,
             bad.append(f"prediction agreement {seg['prediction_agreement_where_exiting']:.2%} on "
                        "the samples that exit here")
         for tag, out in (("int8", got), ("fp32", ref)):
-            fire = out["exit"].astype(bool) if plan.head is not None else np.ones(n, bool)
+            fire = out["exit"].astype(bool) if plan.is_exit else np.ones(n, bool)
             new = (exit_at[tag] < 0) & fire
             exit_at[tag][new] = i
             pred[tag][new] = out["prediction"][new]
-        if plan.head is not None:
+        if plan.is_exit:
             seg["exit_agreement"] = float((got["exit"] == ref["exit"]).mean())
             a, b = got["feature"].astype(np.float64), ref["feature"].astype(np.float64)
             seg["feature_rel_rms"] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))

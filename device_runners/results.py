@@ -15,7 +15,6 @@ import os
 import platform
 import resource
 import socket
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from device_runners import __version__
 from device_runners.errors import ResultsError
+from device_runners.files import atomic_file
 from device_runners.schema import (
     MAX_DOCUMENT_BYTES,
     RESULTS_SCHEMA_VERSION,
@@ -67,25 +67,15 @@ def results_document(bundle: Any, backend: Any, threads: int, protocol: dict[str
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON through a temporary file in the same folder and an atomic rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # the usual file mode, not mkstemp's 0600
-        clean, _ = json_safe(obj)
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    """Strict JSON (NaN/inf written as null, numpy values as Python ones) through
+    `files.atomic_file`: a temporary file in the same folder, fsync, then a rename."""
+    clean, _ = json_safe(obj)
+    with atomic_file(path, "w") as f:
+        json.dump(clean, f, indent=1, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def json_safe(obj: Any) -> tuple[Any, int]:
@@ -143,10 +133,6 @@ def load_results(path: str | Path) -> dict[str, Any]:
     r = safe_json_loads(raw, ResultsError, str(p))
     validate_results(r, str(p))
     return r
-
-
-def version_line() -> str:
-    return f"python {sys.version.split()[0]}"
 
 
 def check_output_path(path: str | Path, flag: str = "--out") -> Path:

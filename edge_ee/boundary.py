@@ -27,20 +27,15 @@ from edge_ee.exits.heads import ExitHead
 
 
 def _session(path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from device_runners.backends import ort_session
+    return ort_session(path, 1)
 
 
 def measure_boundary_flops(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,
                            runs: int = 150) -> tuple[float, ...]:
     """Per exit: FLOPs-equivalent of the boundary it adds (0 where there is no head)."""
-    from converters.onnx_export import export_onnx
-    from converters.segments import EXIT_OUTPUTS, FINAL_OUTPUTS, ExitSegment, FinalSegment
+    from converters.formats.onnx import export_onnx
+    from edge_ee.segments import EXIT_OUTPUTS, FINAL_OUTPUTS, ExitSegment, FinalSegment
 
     net.eval()
     x = torch.randn((1, *net.input_shape), generator=torch.Generator().manual_seed(0))

@@ -24,8 +24,8 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from converters.progress import progress as tqdm
 from edge_ee.cost import CostTable, expected_cost
 from edge_ee.errors import CalibrationError
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edge_ee import cli_types as ct
 from edge_ee.errors import EdgeEEError
+from edge_ee.log import configure_logging
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_ee import __version__
     p = argparse.ArgumentParser(prog="edge-ee", description="early-exit networks for edge devices")
     p.add_argument("--version", action="version", version=f"edge-ee {__version__}")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="only warnings and errors; no progress bars")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="Fashion-MNIST end to end: exits, bundle, run, report")
@@ -169,6 +174,8 @@ def _extensions() -> list:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(1 if args.verbose else -1 if args.quiet else 0)
+    del args.verbose, args.quiet  # not fields of any subcommand's config
     try:
         return COMMANDS[args.command](args)
     except EdgeEEError as err:

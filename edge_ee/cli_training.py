@@ -275,7 +275,7 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 def _write_report(job: JobConfig, result: dict[str, Any]) -> None:
     if job.report:
-        Path(job.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(job.report).write_text(json.dumps(result, indent=1, default=str))
+        from device_runners.files import atomic_write_json
+        atomic_write_json(job.report, result, default=str)
     else:
         print(json.dumps({k: v for k, v in result.items() if k != "bundle"}, default=str)[:2000])

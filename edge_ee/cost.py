@@ -12,16 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from converters.flops import count_flops
 from edge_ee.exitnet import ExitNet
 from edge_ee.exits.heads import ExitHead
-
-
-def count_flops(module: torch.nn.Module, *inputs: torch.Tensor) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return int(counter.get_total_flops())
 
 
 @dataclass(frozen=True)
@@ -81,22 +75,23 @@ def measure_call_overhead_flops(full_onnx: str, full_flops: int, runs: int = 200
     Times the full network as one graph and a trivial graph with the same input, and
     converts the trivial call's median time with the full graph's FLOPs per second.
     """
+    import tempfile
     import time
 
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, save
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    full = ort.InferenceSession(full_onnx, opts, providers=["CPUExecutionProvider"])
+    from device_runners.backends import ort_session
+
+    full = ort_session(full_onnx, 1)
     inp = full.get_inputs()[0]
     shape = [1, *inp.shape[1:]]
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "noop",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    noop = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        save(model, f"{tmp}/noop.onnx")
+        noop = ort_session(f"{tmp}/noop.onnx", 1)
     x = np.zeros(shape, np.float32)
     t_full, t_noop = [], []
     for _ in range(runs):

@@ -16,13 +16,13 @@ import hashlib
 import io
 import os
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from device_runners.files import atomic_save_npz
 from edge_ee.errors import DataError
 
 FASHION_MNIST_CLASSES = (
@@ -183,19 +183,6 @@ def load_cifar10_jpeg(
     x, y = np.stack(xs), np.asarray(ys, np.int64)
     atomic_save_npz(cache, x=x, y=y)
     return ImageSplit(x, y, CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD)
-
-
-def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz through a temporary file and a rename, so no half file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def split_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
-"""Host-side errors: the device hierarchy (rooted in `EdgeEEError`) plus host-only kinds."""
+"""Host-side errors: the device and converter hierarchy (rooted in `EdgeEEError`) plus host-only kinds."""
 
 from __future__ import annotations
 
+from converters.errors import ConfigError, ExportValidationError, QuantizationError
 from device_runners.errors import (
     BackendError,
     BundleError,
@@ -45,13 +46,4 @@ class CalibrationError(EdgeEEError):
     """Exit statistics or thresholds cannot be computed from the data given."""
 
 
-class ConfigError(EdgeEEError):
-    """A configuration or recipe has unknown keys or values out of range."""
 
-
-class ExportValidationError(EdgeEEError):
-    """An exported graph does not reproduce torch within tolerance."""
-
-
-class QuantizationError(EdgeEEError):
-    """int8 quantisation cannot run: calibration data missing, of the wrong shape or dtype."""

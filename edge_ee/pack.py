@@ -7,7 +7,6 @@ runtime installed. Written through a temporary file and a rename.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import zipapp
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import device_runners
 import hardware_profiles
+from device_runners.files import atomic_path
 
 MAIN = '''"""edge-ee-run packed as a zipapp: check the three dependencies, then run."""
 import importlib.util
@@ -49,13 +49,6 @@ def pack_runner(out: str | Path) -> Path:
             shutil.copytree(src, root / src.name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (root / "__main__.py").write_text(MAIN)
-        fd, part = tempfile.mkstemp(dir=dest.parent, suffix=".pyz.tmp")
-        os.close(fd)
-        try:
+        with atomic_path(dest, suffix=".pyz.tmp", executable=True) as part:
             zipapp.create_archive(root, part, interpreter="/usr/bin/env python3", compressed=True)
-            os.chmod(part, 0o755)
-            os.replace(part, dest)
-        except BaseException:
-            Path(part).unlink(missing_ok=True)
-            raise
     return dest

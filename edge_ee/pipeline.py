@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.bundle import BundleSpec, write_bundle
+import edge_ee
+from converters.chain_bundle import write_chain_bundle
 from converters.quantize import Int8Tolerance
-from converters.segments import monolithic_plan, plan_segments
+from converters.spec import BundleSpec, image_input
 from converters.validate import Tolerance
 from edge_ee.calib_source import TRAIN_HOLDOUT_WARNING, source_record
 from edge_ee.calibrate import (
@@ -55,6 +56,7 @@ from edge_ee.exits.fit import (
     score_split,
 )
 from edge_ee.exits.heads import ExitHead
+from edge_ee.segments import monolithic_plan, plan_segments
 
 log = logging.getLogger(__name__)
 
@@ -346,12 +348,13 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
     ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W))."""
     plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
-    spec = BundleSpec(name=name, classes=tuple(data.classes), input_shape=net.input_shape,
-                      mean=tuple(data.mean), std=tuple(data.std), source_sha256=source_sha256,
-                      granularity=net.granularity)
+    spec = BundleSpec(name=name, classes=tuple(data.classes),
+                      input=image_input(net.input_shape, tuple(data.mean), tuple(data.std)),
+                      source_sha256=source_sha256, granularity=net.granularity,
+                      provenance={"edge_ee_version": edge_ee.__version__})
     with torch.no_grad():
         full = cost_table(net, [None] * net.num_exits).full_flops
-        return write_bundle(plans, spec, out_dir, vx, calibration=calibration,
+        return write_chain_bundle(plans, spec, out_dir, vx, calibration=calibration,
                             overwrite=overwrite, tol=tol, full_flops=full, formats=formats,
                             int8=int8, calibration_x=_calibration_x(calibration_data,
                                                                     calibration_samples, int8),

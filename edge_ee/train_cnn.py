@@ -6,14 +6,13 @@ translations); the shipped asset was made with the defaults here on 2 CPU cores.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from device_runners.files import atomic_path
 from edge_ee.data import ImageSplit
 from edge_ee.exits.fit import batches
 from edge_ee.models.small_cnn import small_cnn
@@ -57,15 +56,8 @@ def accuracy(model: torch.nn.Module, data: ImageSplit) -> float:
 def save_state(model: torch.nn.Module, path: str | Path) -> Path:
     """torch.save through a temporary file and a rename."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         torch.save(model.state_dict(), tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p
 
 

@@ -21,7 +21,16 @@ SKIP_REASON = (f"needs the real datasets/weights in {SHARED_DATA} (../shared/dat
 os.environ.setdefault("EDGE_EE_DATA", str(SHARED_DATA))
 
 
+# fixtures that build bundles (fit + export + validation: 15 s to minutes): every test
+# that uses one, directly or through another fixture, is `slow`
+SLOW_FIXTURES = {"fashion_bundle", "all_formats_bundle", "int8_bundle", "bundles", "trained"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # `-m "not slow"` replaces the default `-m "not aarch64"`: aarch64 counts as slow
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or "aarch64" in item.keywords:
+            item.add_marker(pytest.mark.slow)
     if HAVE_DATA:
         return
     skip = pytest.mark.skip(reason=SKIP_REASON)

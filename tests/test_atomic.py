@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from converters.atomic import atomic_dir
-from device_runners.results import atomic_write_json
+from device_runners.files import atomic_write_json
 
 
 def _mode(p: Path) -> int:

@@ -90,6 +90,7 @@ def test_self_check_passes_on_this_runtime(fashion_bundle: Path) -> None:
     assert self_check(b, open_backend(b))["passed"]
 
 
+@pytest.mark.slow
 def test_failed_validation_leaves_nothing(tmp_path: Path, fashion, fashion_fitted) -> None:
     net, fitted = fashion_fitted
     out = tmp_path / "never"

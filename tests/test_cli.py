@@ -26,6 +26,7 @@ def _cli(name: str, *args: str, cwd: Path | None = None, timeout: int = 600
                           timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2"})
 
 
+@pytest.mark.slow
 def test_quick_start_demo_end_to_end(tmp_path: Path, data_dir: Path) -> None:
     r = _cli("edge-ee", "demo", "--data", str(data_dir / "fashion-mnist"), "--out",
              str(tmp_path / "demo"), "--samples", "300")

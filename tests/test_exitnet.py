@@ -51,6 +51,7 @@ def test_bad_cut_points() -> None:
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_latency_aware_fit_charges_each_exit_its_measured_boundary(fashion) -> None:
     """--latency-aware: the boundary cost is measured per exit on this machine (exports and
     onnxruntime sessions, no stubs), charged in the search, and recorded."""

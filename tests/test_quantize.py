@@ -90,11 +90,12 @@ def test_calibration_errors() -> None:
 
 
 def test_wrong_calibration_shape_fails_before_export(tmp_path: Path) -> None:
-    from converters.bundle import BundleSpec, write_bundle
+    from converters.chain_bundle import write_chain_bundle
+    from converters.spec import BundleSpec, image_input
     from edge_ee.errors import EdgeEEError, QuantizationError
-    spec = BundleSpec("m", ("a", "b"), (1, 28, 28))
+    spec = BundleSpec("m", ("a", "b"), image_input((1, 28, 28)))
     with pytest.raises(QuantizationError) as e:
-        write_bundle([], spec, tmp_path / "b", np.zeros((2, 1, 28, 28), np.float32), int8=True,
+        write_chain_bundle([], spec, tmp_path / "b", np.zeros((2, 1, 28, 28), np.float32), int8=True,
                      calibration_x=np.zeros((32, 3, 32, 32), np.float32))
     assert isinstance(e.value, EdgeEEError) and e.value.exit_code == 2
     assert not (tmp_path / "b").exists()
@@ -105,7 +106,7 @@ def test_int8_validation_rejects_bad_chain() -> None:
     from edge_ee.errors import ExportValidationError
 
     class Plan:
-        head = object()
+        is_exit = True
         output_names = ("feature", "prediction", "confidence", "exit")
 
     class Flipped:  # an "int8 chain" that decides every exit the other way

@@ -191,6 +191,7 @@ def test_calibration_curve_from_the_manifest(runs, fashion_bundle, tmp_path):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=CHROMIUM_SKIP)
+@pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(report_dir: Path, tmp_path: Path):
     from PIL import Image
     shot = tmp_path / "shot.png"

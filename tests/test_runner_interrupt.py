@@ -14,6 +14,7 @@ import pytest
 pytestmark = pytest.mark.shared_data
 
 
+@pytest.mark.slow
 def test_sigint_keeps_partial_results(tmp_path: Path, fashion_bundle: Path,
                                       fashion_samples: Path) -> None:
     out = tmp_path / "r.json"

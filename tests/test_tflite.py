@@ -140,11 +140,12 @@ def test_format_not_in_bundle(fashion_bundle: Path) -> None:
 
 
 def test_unknown_export_format(tmp_path: Path) -> None:
-    from converters.bundle import BundleSpec, write_bundle
+    from converters.chain_bundle import write_chain_bundle
+    from converters.spec import BundleSpec, image_input
     from edge_ee.errors import ConfigError
-    spec = BundleSpec("m", ("a", "b"), (1, 4, 4))
+    spec = BundleSpec("m", ("a", "b"), image_input((1, 4, 4)))
     with pytest.raises(ConfigError, match="unknown export formats"):
-        write_bundle([], spec, tmp_path / "b", np.zeros((2, 1, 4, 4), np.float32),
+        write_chain_bundle([], spec, tmp_path / "b", np.zeros((2, 1, 4, 4), np.float32),
                      formats=("onnx", "coreml"))
     assert not (tmp_path / "b").exists()
 

@@ -4,7 +4,7 @@ ai-edge-litert (numpy 2) reads every op version litert-torch writes; tflite-runt
 (what many Raspberry Pi images carry; numpy<2) is the fallback and may lack newer op
 versions — such a file raises a `BackendError` that names the op and the fix.
 
-The segment files have batch 1 (see converters/tflite_export.py): a larger batch runs
+The segment files have batch 1 (see converters/formats/tflite.py): a larger batch runs
 sample by sample. Quantised (int8/uint8) inputs and outputs are (de)quantised with the
 tensor's scale and zero point, and integer outputs are widened to int64, so outputs look
 exactly like onnxruntime's: the names and order the manifest lists.

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from converters.progress import progress as progress_bar
 from edge_ee.datasets import classes_of, stream
 from edge_ee.errors import CalibrationError, DataError
 from edge_ee.exitnet import ExitNet
@@ -41,8 +41,8 @@ def batches(data: Any, batch_size: int = 256, desc: str | None = None, progress:
     if hasattr(data, "__len__"):
         n = len(data.dataset) if isinstance(data, torch.utils.data.DataLoader) else len(data)
         total = -(-n // batch_size)
-    yield from tqdm(stream(data, batch_size, device, shard), total=total, desc=desc,
-                    disable=not progress or desc is None, unit="batch", leave=False)
+    yield from progress_bar(stream(data, batch_size, device, shard), total=total, desc=desc,
+                            disable=not progress or desc is None, unit="batch", leave=False)
 
 
 def _last_needed(variants: Sequence[Variant]) -> int:

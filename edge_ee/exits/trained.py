@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from converters.progress import progress as progress_bar
 from edge_ee.data import ImageSplit
 from edge_ee.errors import ConfigError, ModelError
 from edge_ee.exitnet import ExitNet
@@ -193,7 +193,7 @@ def run_sgd(data: ImageSplit, groups: Sequence[tuple[Sequence[nn.Parameter], flo
     total = steps if steps is not None else epochs * math.ceil(len(data) / batch_size)
     rep = TrainReport()
     t0 = time.perf_counter()
-    bar = tqdm(total=total, desc=desc, disable=not progress or desc is None, unit="step", leave=False)
+    bar = progress_bar(total=total, desc=desc, disable=not progress or desc is None, unit="step")
     for x, y in shuffled_batches(data, batch_size, epochs if steps is None else 10**6, seed):
         if rep.steps >= total:
             break

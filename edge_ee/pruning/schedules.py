@@ -19,14 +19,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from converters.progress import progress as progress_bar
 from edge_ee.data import ImageSplit
 from edge_ee.exits.trained import EarlyExitModel, run_sgd, weighted_loss
 from edge_ee.pruning.config import PruneConfig, check_layers, prunable_layers
@@ -139,9 +139,9 @@ class Schedule:
             report.losses.extend(rep.losses)
         model.eval()
 
-    def rounds(self, desc: str) -> tqdm:
-        return tqdm(range(self.cfg.rounds), desc=desc, unit="round", disable=not self.progress,
-                    leave=False)
+    def rounds(self, desc: str) -> Iterable[int]:
+        return progress_bar(range(self.cfg.rounds), desc=desc, unit="round",
+                            disable=not self.progress, leave=False)
 
 
 class Simultaneous(Schedule):

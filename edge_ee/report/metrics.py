@@ -19,6 +19,7 @@ import numpy as np
 from device_runners.manifest import Bundle
 from edge_ee.errors import ResultsError
 from edge_ee.segmentation.metrics import iou_per_class
+from edge_ee.unit_cost import reach_from_counts, unit_flops
 
 METRICS: dict[str, type[TaskMetric]] = {}
 OVERLAY_IMAGES = 3
@@ -127,15 +128,10 @@ class NextTokenAccuracy(Accuracy):
 
 
 def masked_flops(tokens_per_exit: np.ndarray, cost: dict[str, Any]) -> np.ndarray:
-    """FLOPs per image (N,) from tokens stopping at each exit (N,E) and the manifest cost model:
-    stem + each reached stage's dense part + tokens that ran it x per-token cost."""
-    tpe = np.asarray(tokens_per_exit, np.float64).reshape(len(tokens_per_exit), -1)
-    reach = np.cumsum(tpe[:, ::-1], axis=1)[:, ::-1]  # tokens that ran stage s
-    total = np.full(len(tpe), float(cost["stem_flops"]))
-    for s, (dense, per_tok) in enumerate(zip(cost["dense_flops"], cost["per_token_flops"],
-                                             strict=True)):
-        total += np.where(reach[:, s] > 0, dense + reach[:, s] * per_tok, 0.0)
-    return total
+    """FLOPs per image (N,) from tokens stopping at each exit (N,E) and the manifest cost model
+    (`edge_ee.unit_cost`, the rule calibration used)."""
+    return unit_flops(reach_from_counts(tokens_per_exit), cost["stem_flops"],
+                      cost["dense_flops"], cost["per_token_flops"])
 
 
 @register_metric

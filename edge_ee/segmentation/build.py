@@ -84,10 +84,11 @@ def build_seg_bundle(cfg: SegBuildConfig) -> Path:
     """Load weights and data, compute the thresholds, write and check one bundle."""
     import torch
 
+    from device_runners.manifest import sha256_file
     from edge_ee.segmentation.bundle import SegBundleOptions, write_seg_bundle
     from edge_ee.segmentation.cbt import collect_cbt_stats
     from edge_ee.segmentation.data import load_camvid, normalize_images
-    from edge_ee.segmentation.model import WEIGHTS_FILE, load_pretrained, sha256_of
+    from edge_ee.segmentation.model import WEIGHTS_FILE, load_pretrained
 
     torch.set_num_threads(1)
     weights = Path(cfg.weights) if cfg.weights else WEIGHTS_FILE
@@ -107,5 +108,5 @@ def build_seg_bundle(cfg: SegBuildConfig) -> Path:
     vx = normalize_images(data["test"].images[:cfg.validation_images])
     cal = calibration_record(cfg.mode, result, cfg.threshold, n_cal)
     return write_seg_bundle(model, cfg.out, thresholds, vx, cal, cfg.name or cfg.default_name(),
-                            sha256_of(weights),
+                            sha256_file(weights),
                             SegBundleOptions(golden_count=cfg.golden_count, overwrite=cfg.overwrite))

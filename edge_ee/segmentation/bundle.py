@@ -19,7 +19,6 @@ on real images) and only then renamed into place; a failure leaves nothing behin
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,20 +27,14 @@ import numpy as np
 import torch
 
 import edge_ee
-from converters.atomic import atomic_dir
+from converters.bundle import write_bundle
+from converters.spec import BundleSpec, Compare, DynamicAxis, SegmentSpec, image_input
 from device_runners.backends import Backend, open_backend
+from device_runners.errors import BundleError
 from device_runners.executor import execute
 from device_runners.golden import self_check
-from device_runners.manifest import (
-    BUNDLE_SCHEMA_VERSION,
-    MANIFEST,
-    Bundle,
-    load_bundle,
-    sha256_file,
-)
-from device_runners.manifest import validate_manifest as validate_manifest_structure
-from device_runners.results import atomic_write_json
-from edge_ee.errors import BundleError, ExportValidationError, SelfCheckError
+from device_runners.manifest import Bundle
+from edge_ee.errors import ExportValidationError
 from edge_ee.segmentation.data import CLASS_NAMES, IGNORE_INDEX, MEAN_RGB, STD_RGB
 from edge_ee.segmentation.export import (
     SEG0_INPUTS,
@@ -49,11 +42,14 @@ from edge_ee.segmentation.export import (
     SEG_OUTPUTS,
     Assemble,
     FullNet,
-    export_graph,
     segment_modules,
 )
 from edge_ee.segmentation.model import EarlyExitSegNet
 from edge_ee.segmentation.pixel_exit import CostModel, check_thresholds, gathered_forward
+
+TOKENS = DynamicAxis("m", min=1, max=10**6)  # the remaining-token index `idx`
+COMPARE = {"feature": Compare("float"), "logits": Compare("float"),
+           "exit_mask": Compare("decision"), "prediction": Compare("decision")}
 
 
 @dataclass(frozen=True)
@@ -84,58 +80,116 @@ def write_seg_bundle(model: EarlyExitSegNet, out_dir: str | Path, thresholds: np
     vx = np.ascontiguousarray(validation_images, dtype=np.float32)
     if vx.ndim != 4 or len(vx) < 1:
         raise ExportValidationError("validation needs at least one real (N,3,H,W) image")
-    with atomic_dir(out) as tmp:
-        model.eval()
-        _write_into(tmp, model, thresholds, vx, calibration, name, source_sha256, options)
-    return out
+    model.eval()
+    cfg = model.config
+    t = None if thresholds is None else check_thresholds(thresholds, cfg.num_classes)
+    kind = (calibration or {}).get("kind", "thresholds") if t is not None else "monolithic"
+    cost = CostModel.of(model)
+    specs = _specs(model, t, vx, cost, kind)
+    extra = {} if t is None else {"assemble": _assemble_spec(model)}
+    gx = vx[:max(1, options.golden_count)]
+
+    def golden(draft: Bundle, formats: tuple[str, ...]) -> tuple[dict, dict]:
+        return _golden(model, t, gx), {
+            "atol": options.atol, "rtol": options.rtol, "confidence_atol": options.confidence_atol,
+            "min_exit_agreement": options.min_exit_agreement,
+            "min_pixel_agreement": options.min_pixel_agreement}
+
+    def check(bundle: Bundle, fmt: str) -> tuple[dict, dict]:
+        backend = open_backend(bundle, "onnxruntime")
+        return (self_check(bundle, backend),
+                validate_against_torch(model, bundle, backend, t, vx, options))
+
+    return write_bundle(
+        specs, _bundle_spec(model, t, kind, name, source_sha256), out, golden=golden,
+        check=check, task_section={"segmentation": _section(model, t, kind, cost)},
+        extra_graphs=extra, calibration=calibration, overwrite=options.overwrite,
+        cost={"full_flops": cost.full_flops(),
+              "total_flops_all_segments": sum(int(s.flops) for s in specs)})
 
 
-def _segments(tmp: Path, model: EarlyExitSegNet, t: torch.Tensor | None, vx: np.ndarray,
-              cost: CostModel, kind: str) -> list[dict[str, Any]]:
-    """Export the graphs; their manifest entries (FLOPs with every token active)."""
+def _bundle_spec(model: EarlyExitSegNet, t: torch.Tensor | None, kind: str, name: str,
+                 source_sha256: str | None) -> BundleSpec:
+    cfg = model.config
+    h, w = cfg.image_hw
+    return BundleSpec(
+        name=name, classes=tuple(CLASS_NAMES[:cfg.num_classes]),
+        input=image_input((3, h, w), tuple(MEAN_RGB.tolist()), tuple(STD_RGB.tolist()),
+                          name="image",
+                          normalisation="(x/255 - mean) / std per RGB channel"),
+        task="segmentation", granularity="token", source_sha256=source_sha256,
+        model={"variant": "monolithic" if t is None else kind,
+               "architecture": {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in asdict(cfg).items()}},
+        provenance={"edge_ee_version": edge_ee.__version__})
+
+
+def _section(model: EarlyExitSegNet, t: torch.Tensor | None, kind: str,
+             cost: CostModel) -> dict[str, Any]:
+    """The manifest's `segmentation` section (read by the device's token executor)."""
+    cfg = model.config
+    h, w = cfg.image_hw
+    return {
+        "image_hw": [h, w], "token_hw": list(cfg.token_hw), "token_stride": 4,
+        "num_exits": cfg.num_exits, "monolithic": t is None, "void_label": IGNORE_INDEX,
+        "thresholds": None if t is None else [float(v) for v in t], "threshold_kind": kind,
+        "exit_rule": "a token stops at exit n when OR_k softmax_k >= T_k; its logits there "
+                     "are final; stopped tokens keep their last feature for later mixes",
+        "assemble": None if t is None else {"files": {"onnx": "assemble.onnx"},
+                                            "inputs": ["logits"], "outputs": ["prediction"]},
+        "cost": {"stem_flops": cost.stem_flops, "dense_flops": list(cost.dense_flops),
+                 "per_token_flops": list(cost.per_token_flops), "num_tokens": cost.num_tokens,
+                 "full_flops": cost.full_flops(),
+                 "rule": "FLOPs(image) = stem + sum over exits s reached by any token of "
+                         "(dense_flops[s] + tokens_reaching_s * per_token_flops[s])"},
+    }
+
+
+def _specs(model: EarlyExitSegNet, t: torch.Tensor | None, vx: np.ndarray, cost: CostModel,
+           kind: str) -> list[SegmentSpec]:
+    """One spec per graph (FLOPs with every token active)."""
     cfg = model.config
     img = torch.from_numpy(vx[:1])
     n = cost.num_tokens
     if t is None:
-        export_graph(FullNet(model).eval(), (img,), tmp / "full.onnx", SEG0_INPUTS, ["prediction"])
-        return [{"index": 0, "name": "full", "files": {"onnx": "full.onnx"},
-                 "inputs": SEG0_INPUTS, "outputs": ["prediction"], "flops": int(cost.full_flops()),
-                 "dense_flops": int(cost.stem_flops + sum(cost.dense_flops)),
-                 "per_token_flops": int(sum(cost.per_token_flops)),
-                 "params": sum(p.numel() for p in model.parameters()),
-                 "stages": list(range(cfg.num_exits)),
-                 "exit": {"kind": "final", "point": f"exit{cfg.num_exits - 1}", "threshold": None,
-                          "outputs": {"prediction": "int64 (1,H,W) class map"}}}]
+        full = FullNet(model).eval()
+        return [SegmentSpec(
+            full, {"image": img}, tuple(SEG0_INPUTS), ("prediction",), int(cost.full_flops()),
+            sum(p.numel() for p in model.parameters()),
+            {"kind": "final", "point": f"exit{cfg.num_exits - 1}", "threshold": None,
+             "outputs": {"prediction": "int64 (1,H,W) class map"}},
+            list(range(cfg.num_exits)), COMPARE, name="full",
+            manifest={"dense_flops": int(cost.stem_flops + sum(cost.dense_flops)),
+                      "per_token_flops": int(sum(cost.per_token_flops))})]
     mods = segment_modules(model, t)
     with torch.no_grad():
         x0 = model.stem(img)
     example_idx = torch.arange(0, n, 3)
-    segs = []
+    specs = []
     for s, mod in enumerate(mods):
-        f = f"seg{s}.onnx"
-        if s == 0:
-            export_graph(mod, (img,), tmp / f, SEG0_INPUTS, SEG_OUTPUTS)
-        else:
-            export_graph(mod, (x0, example_idx), tmp / f, SEG_INPUTS, SEG_OUTPUTS, dynamic_idx=True)
         last = s == len(mods) - 1
         dense = cost.dense_flops[s] + (cost.stem_flops if s == 0 else 0)
-        params = sum(p.numel() for p in mod.parameters())
-        segs.append({
-            "index": s, "name": f"seg{s}", "files": {"onnx": f},
-            "inputs": SEG0_INPUTS if s == 0 else SEG_INPUTS, "outputs": SEG_OUTPUTS,
-            "flops": int(dense + n * cost.per_token_flops[s]), "dense_flops": int(dense),
-            "per_token_flops": int(cost.per_token_flops[s]), "params": int(params),
-            "stages": [s],
-            "exit": {"kind": "final" if last else kind, "point": f"exit{s}", "threshold": None,
-                     "thresholds": None if last else [float(v) for v in t],
-                     "granularity": "token (4x4 pixels)",
-                     "outputs": {"feature": "float32 (1,C,h,w) grid to pass on",
-                                 "logits": "float32 (M,K) of the tokens run",
-                                 "exit_mask": "bool (M,): OR_k softmax_k >= T_k (all true last)"}},
-        })
-    export_graph(Assemble(cfg.image_hw).eval(), (torch.zeros(1, cfg.num_classes, *cfg.token_hw),),
-                 tmp / "assemble.onnx", ["logits"], ["prediction"])
-    return segs
+        example = {"image": img} if s == 0 else {"feature_in": x0, "idx": example_idx}
+        specs.append(SegmentSpec(
+            mod, example, tuple(SEG0_INPUTS if s == 0 else SEG_INPUTS), tuple(SEG_OUTPUTS),
+            int(dense + n * cost.per_token_flops[s]), sum(p.numel() for p in mod.parameters()),
+            {"kind": "final" if last else kind, "point": f"exit{s}", "threshold": None,
+             "thresholds": None if last else [float(v) for v in t],
+             "granularity": "token (4x4 pixels)",
+             "outputs": {"feature": "float32 (1,C,h,w) grid to pass on",
+                         "logits": "float32 (M,K) of the tokens run",
+                         "exit_mask": "bool (M,): OR_k softmax_k >= T_k (all true last)"}},
+            [s], COMPARE, {} if s == 0 else {"idx": {0: TOKENS}},
+            passes_on=None if last else "feature",
+            manifest={"dense_flops": int(dense), "per_token_flops": int(cost.per_token_flops[s])}))
+    return specs
+
+
+def _assemble_spec(model: EarlyExitSegNet) -> SegmentSpec:
+    cfg = model.config
+    logits = torch.zeros(1, cfg.num_classes, *cfg.token_hw)
+    return SegmentSpec(Assemble(cfg.image_hw).eval(), {"logits": logits}, ("logits",),
+                       ("prediction",), 0, 0, {"kind": "assemble"}, [], COMPARE)
 
 
 def _golden(model: EarlyExitSegNet, t: torch.Tensor | None, gx: np.ndarray) -> dict[str, np.ndarray]:
@@ -170,86 +224,9 @@ def _golden(model: EarlyExitSegNet, t: torch.Tensor | None, gx: np.ndarray) -> d
     return g
 
 
-def _manifest(model: EarlyExitSegNet, segments: list[dict[str, Any]], t: torch.Tensor | None,
-              cost: CostModel, kind: str, calibration: dict[str, Any] | None, name: str,
-              source_sha256: str | None, options: SegBundleOptions, tmp: Path,
-              golden_count: int) -> dict[str, Any]:
-    import onnx
-    import onnxruntime
-
-    cfg = model.config
-    h, w = cfg.image_hw
-    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
-    return {
-        "schema_version": BUNDLE_SCHEMA_VERSION, "kind": "edge-ee-bundle",
-        "model": {"name": name, "task": "segmentation", "granularity": "token",
-                  "variant": "monolithic" if t is None else kind, "source_sha256": source_sha256,
-                  "architecture": {k: list(v) if isinstance(v, tuple) else v
-                                   for k, v in asdict(cfg).items()}},
-        "input": {"name": "image", "shape": [None, 3, h, w], "dtype": "float32", "layout": "NCHW",
-                  "normalisation": "(x/255 - mean) / std per RGB channel",
-                  "raw": {"dtype": "uint8", "shape": [None, h, w, 3], "layout": "NHWC",
-                          "scale": 1.0 / 255.0, "mean": MEAN_RGB.tolist(), "std": STD_RGB.tolist()}},
-        "classes": list(CLASS_NAMES[:cfg.num_classes]),
-        "segments": segments,
-        "segmentation": {
-            "image_hw": [h, w], "token_hw": list(cfg.token_hw), "token_stride": 4,
-            "num_exits": cfg.num_exits, "monolithic": t is None, "void_label": IGNORE_INDEX,
-            "thresholds": None if t is None else [float(v) for v in t], "threshold_kind": kind,
-            "exit_rule": "a token stops at exit n when OR_k softmax_k >= T_k; its logits there "
-                         "are final; stopped tokens keep their last feature for later mixes",
-            "assemble": None if t is None else {"files": {"onnx": "assemble.onnx"},
-                                                "inputs": ["logits"], "outputs": ["prediction"]},
-            "cost": {"stem_flops": cost.stem_flops, "dense_flops": list(cost.dense_flops),
-                     "per_token_flops": list(cost.per_token_flops), "num_tokens": cost.num_tokens,
-                     "full_flops": cost.full_flops(),
-                     "rule": "FLOPs(image) = stem + sum over exits s reached by any token of "
-                             "(dense_flops[s] + tokens_reaching_s * per_token_flops[s])"},
-        },
-        "cost": {"full_flops": cost.full_flops(),
-                 "total_flops_all_segments": sum(s["flops"] for s in segments)},
-        "calibration": calibration,
-        "golden": {"file": "golden.npz", "count": golden_count, "atol": options.atol,
-                   "rtol": options.rtol, "confidence_atol": options.confidence_atol,
-                   "min_exit_agreement": options.min_exit_agreement,
-                   "min_pixel_agreement": options.min_pixel_agreement},
-        "preferred_format": "onnx",
-        "provenance": {"edge_ee_version": edge_ee.__version__, "torch_version": torch.__version__,
-                       "onnx_version": onnx.__version__, "onnx_opset": 20,
-                       "onnxruntime_version": onnxruntime.__version__,
-                       "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
-        "files": files,
-    }
-
-
-def _write_into(tmp: Path, model: EarlyExitSegNet, thresholds: np.ndarray | None, vx: np.ndarray,
-                calibration: dict[str, Any] | None, name: str, source_sha256: str | None,
-                options: SegBundleOptions) -> None:
-    cfg = model.config
-    t = None if thresholds is None else check_thresholds(thresholds, cfg.num_classes)
-    kind = (calibration or {}).get("kind", "thresholds") if t is not None else "monolithic"
-    cost = CostModel.of(model)
-    segments = _segments(tmp, model, t, vx, cost, kind)
-    gx = vx[:max(1, options.golden_count)]
-    with open(tmp / "golden.npz", "wb") as f:
-        np.savez(f, **_golden(model, t, gx))
-    manifest = _manifest(model, segments, t, cost, kind, calibration, name, source_sha256, options,
-                         tmp, len(gx))
-    validate_manifest_structure(manifest)
-    atomic_write_json(tmp / MANIFEST, manifest)
-    bundle = load_bundle(tmp)
-    backend = open_backend(bundle, "onnxruntime")
-    try:
-        manifest["self_check"] = self_check(bundle, backend)
-    except SelfCheckError as err:
-        raise ExportValidationError(f"golden self-check failed at export: {err}") from err
-    manifest["validation"] = validate_against_torch(model, bundle, backend, t, vx, options)
-    atomic_write_json(tmp / MANIFEST, manifest)
-
-
 def validate_against_torch(model: EarlyExitSegNet, bundle: Bundle, backend: Backend,
-                           t: torch.Tensor | None, vx: np.ndarray, options: SegBundleOptions
-                           ) -> dict[str, Any]:
+                           t: torch.Tensor | None,
+                           vx: np.ndarray, options: SegBundleOptions) -> dict[str, Any]:
     """Device pipeline vs torch's gathered execution on real images; raises if they differ."""
     cfg = model.config
     worst, same, pix, total_tok, total_pix = 0.0, 0, 0, 0, 0

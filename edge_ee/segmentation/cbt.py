@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from converters.progress import progress
 from edge_ee.segmentation.data import IGNORE_INDEX, validate_labels
 from edge_ee.segmentation.errors import SegmentationError
 
@@ -143,16 +144,9 @@ def collect_cbt_stats(model: torch.nn.Module, images: np.ndarray, labels: np.nda
     model.eval()
     cfg = model.config
     stats = CBTStats(cfg.num_exits, cfg.num_classes)
-    for i in range(0, len(images), batch_size):
+    for i in progress(range(0, len(images), batch_size), desc="CBT statistics", unit="batch"):
         x = torch.as_tensor(images[i:i + batch_size])
         outs = model(x)
         probs = [torch.softmax(upsample_logits(o, cfg.image_hw), dim=1) for o in outs]
         stats.update(probs, labels[i:i + batch_size])
     return stats
-
-
-def calibrate_cbt(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
-                  config: CBTConfig, batch_size: int = 16) -> CBTResult:
-    """Thresholds for `model` from all training pixels (images normalised float (N,3,H,W))."""
-    means, present = collect_cbt_stats(model, images, labels, batch_size).class_means()
-    return cbt_thresholds(means, config, present)

@@ -1,6 +1,7 @@
 """ONNX graphs of the pixel-exit network, per-class thresholds baked in as constants.
 
-Graphs (all batch 1; `bundle.py` writes them into edge-ee bundles and validates them):
+Graphs (all batch 1; `bundle.py` describes them as segment specs, which
+`converters.bundle.write_bundle` exports through the format registry and validates):
 * `FirstSegment`: image (1,3,H,W) → feature grid (1,C,h,w), token logits (h*w,K),
   exit_mask (h*w,) bool — stem, stage 0 and exit 0;
 * `TokenSegment` s ≥ 1: (feature grid, idx (M,) int64 remaining tokens) → (updated grid,
@@ -17,20 +18,12 @@ Wrappers are built in eval mode (export restores the training flag recursively).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from edge_ee.errors import ExportValidationError
 from edge_ee.segmentation.model import EarlyExitSegNet, upsample_logits
 from edge_ee.segmentation.pixel_exit import decide_exit
 
-OPSET = 20
 SEG0_INPUTS = ["image"]
 SEG_INPUTS = ["feature_in", "idx"]
 SEG_OUTPUTS = ["feature", "logits", "exit_mask"]
@@ -119,28 +112,3 @@ def segment_modules(model: EarlyExitSegNet, thresholds: torch.Tensor) -> list[nn
     mods: list[nn.Module] = [FirstSegment(model, thresholds if last > 0 else None)]
     mods += [TokenSegment(model, s, None if s == last else thresholds) for s in range(1, last + 1)]
     return [m.eval() for m in mods]
-
-
-def export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[str],
-                 output_names: list[str], dynamic_idx: bool = False) -> Path:
-    """Write one graph (dynamo exporter, one file, opset 20); `idx` gets a dynamic length."""
-    import onnx
-
-    module.eval()
-    dyn = {"x": None, "idx": {0: torch.export.Dim("m", min=1, max=10**6)}} if dynamic_idx \
-        else None
-    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, str(path), input_names=input_names,
-                              output_names=output_names, dynamo=True, external_data=False,
-                              dynamic_shapes=dyn, optimize=True, verbose=False,
-                              opset_version=OPSET)
-        onnx.checker.check_model(str(path))
-    except Exception as err:  # the exporter raises many kinds; report them as one
-        raise ExportValidationError(f"ONNX export of {type(module).__name__} failed: {err}; "
-                                    "check that the graph uses only exportable ops") from err
-    return path

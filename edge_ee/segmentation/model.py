@@ -15,7 +15,6 @@ and be scattered back — that is where pixel-level early exit saves real time.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from device_runners.files import atomic_write_text
+from device_runners.manifest import sha256_file
 from edge_ee.segmentation.errors import SegmentationError
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
@@ -138,10 +139,6 @@ def upsample_logits(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Te
     return F.interpolate(logits, size=image_hw, mode="bilinear", align_corners=False)
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_weights(model: EarlyExitSegNet, path: Path = WEIGHTS_FILE) -> str:
     """Save the state_dict plus its config and write `<path>.sha256`; returns the digest."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +146,8 @@ def save_weights(model: EarlyExitSegNet, path: Path = WEIGHTS_FILE) -> str:
     cfg = asdict(model.config)
     torch.save({"state_dict": sd, "config": {k: list(v) if isinstance(v, tuple) else v
                                               for k, v in cfg.items()}}, path)
-    digest = sha256_of(path)
-    Path(str(path) + ".sha256").write_text(digest + "\n")
+    digest = sha256_file(path)
+    atomic_write_text(str(path) + ".sha256", digest + "\n")
     return digest
 
 
@@ -165,7 +162,7 @@ def load_pretrained(path: Path = WEIGHTS_FILE, expected_sha256: str | None = Non
         if not side.is_file():
             raise SegmentationError(f"{side} missing; cannot verify {path.name}")
         expected_sha256 = side.read_text().strip()
-    got = sha256_of(path)
+    got = sha256_file(path)
     if got != expected_sha256:
         raise SegmentationError(f"{path} sha256 {got} != expected {expected_sha256}; "
                                 "the file is corrupt or replaced — retrain or restore it")

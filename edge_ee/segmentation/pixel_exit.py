@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from edge_ee.segmentation.errors import SegmentationError
 from edge_ee.segmentation.model import EarlyExitSegNet, check_image_tensor, upsample_logits
+from edge_ee.unit_cost import reach_from_exits, unit_flops
 
 
 @dataclass(frozen=True)
@@ -159,13 +160,8 @@ class CostModel:
 
     def flops(self, exit_index: np.ndarray | torch.Tensor) -> np.ndarray:
         """FLOPs per image (B,) given each token's exit (B,h,w): only remaining tokens pay."""
-        e = np.asarray(exit_index).reshape(len(exit_index), -1)
-        total = np.full(e.shape[0], float(self.stem_flops))
-        for s, (dense, per_tok) in enumerate(
-                zip(self.dense_flops, self.per_token_flops, strict=True)):
-            remaining = (e >= s).sum(1)
-            total += np.where(remaining > 0, dense + remaining * per_tok, 0.0)
-        return total
+        reach = reach_from_exits(np.asarray(exit_index), len(self.dense_flops))
+        return unit_flops(reach, self.stem_flops, self.dense_flops, self.per_token_flops)
 
     def full_flops(self) -> float:
         """FLOPs per image with no early exit."""

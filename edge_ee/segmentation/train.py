@@ -10,6 +10,7 @@ normalised to mean 1). Augmentation: random horizontal flip. AdamW + cosine sche
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from converters.progress import progress
+from edge_ee.log import configure_logging
 from edge_ee.segmentation.data import IGNORE_INDEX, NUM_CLASSES, load_camvid, normalize_images
 from edge_ee.segmentation.model import (
     WEIGHTS_FILE,
@@ -27,6 +30,8 @@ from edge_ee.segmentation.model import (
     save_weights,
     upsample_logits,
 )
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def train(cfg: TrainConfig, net_cfg: SegNetConfig | None = None,
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     t0 = time.perf_counter()
     epochs_done = 0
-    for epoch in range(cfg.epochs):
+    for epoch in progress(range(cfg.epochs), desc="train", unit="epoch", disable=not log):
         model.train()
         perm = rng.permutation(n)
         running = 0.0
@@ -91,11 +96,10 @@ def train(cfg: TrainConfig, net_cfg: SegNetConfig | None = None,
         epochs_done = epoch + 1
         elapsed = time.perf_counter() - t0
         if log:
-            print(f"epoch {epochs_done:3d} loss {running / n:.4f} elapsed {elapsed:.0f}s",
-                  flush=True)
+            LOG.info("epoch %3d loss %.4f elapsed %.0fs", epochs_done, running / n, elapsed)
         if elapsed > cfg.budget_s:
             if log:
-                print(f"time budget {cfg.budget_s:.0f}s reached; stopping", flush=True)
+                LOG.info("time budget %.0fs reached; stopping", cfg.budget_s)
             break
     info = {"train_s": time.perf_counter() - t0, "epochs_done": epochs_done,
             "threads": cfg.threads}
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=str(WEIGHTS_FILE))
     args = ap.parse_args(argv)
+    configure_logging(0)
     model, info = train(TrainConfig(epochs=args.epochs, budget_s=args.budget_s),
                         data_path=args.data)
     digest = save_weights(model, Path(args.out))

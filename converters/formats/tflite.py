@@ -18,28 +18,22 @@ under the segment's `head` (exit head or final classifier head) in float.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from edge_ee.errors import ExportValidationError
+from converters.errors import ExportValidationError
+from converters.quiet import quiet
+from converters.spec import SegmentSpec
 
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 HEAD_SCOPE = "head"
-
-
-def litert_torch_version() -> str:
-    from importlib.metadata import version
-    return version("litert-torch")
+EXT = "tflite"
 
 
 def _import_litert_torch():  # -> module
@@ -52,15 +46,8 @@ def _import_litert_torch():  # -> module
     return litert_torch
 
 
-@contextlib.contextmanager
-def _quiet():
-    sink = io.StringIO()
-    for name in ("root", "litert_torch", "torch._export", "torch.export"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
-            contextlib.redirect_stderr(sink):
-        warnings.simplefilter("ignore")
-        yield
+def _quiet():  # -> context manager
+    return quiet(("litert_torch", "torch._export", "torch.export"), stderr=True)
 
 
 def export_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -76,6 +63,27 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
             "check that the segment uses only ops litert-torch lowers, or export --formats onnx"
         ) from err
     return path
+
+
+def export_spec(spec: SegmentSpec, path: Path) -> Path:
+    """Write one single-input segment spec as a batch-1 TFLite file."""
+    if len(spec.input_names) != 1:
+        raise ExportValidationError(
+            f"TFLite export takes single-input segments; {spec.name or 'this segment'} takes "
+            f"{list(spec.input_names)} — export it with --formats onnx")
+    return export_tflite(spec.module, spec.example_args()[0], path)
+
+
+def tool_versions() -> dict[str, object]:
+    """The versions a manifest records for TFLite files."""
+    from importlib import metadata
+    out: dict[str, object] = {}
+    for dist in ("litert-torch", "ai-edge-litert", "torchao"):
+        try:
+            out[dist.replace("-", "_") + "_version"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
 
 
 def _in_head(node: torch.fx.Node) -> bool:
