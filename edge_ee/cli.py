@@ -36,7 +36,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-drop", type=ct.number(0, 1), default=0.01,
                    help="largest accuracy drop allowed (0.01 = 1 point): on the calibration "
                         "sample, or, with --delta, certified for new data")
-    p.add_argument("--delta", type=ct.number(0, 1, lo_open=True), default=None,
+    p.add_argument("--delta", type=float, default=None,  # range: FitConfig (check_levels)
                    help="certify --max-drop: the exported thresholds keep the expected drop "
                         "≤ --max-drop with probability ≥ 1 − delta (e.g. 0.1); nothing "
                         "certified → the full network is exported")
