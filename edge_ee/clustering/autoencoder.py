@@ -9,7 +9,7 @@ labels are used. Only the encoder is shipped (`edge_ee/assets/fashion_ae_encoder
 its sha256 in the `.sha256` file beside it, checked before loading).
 
 The shipped asset was made on 2 (heavily shared) CPU cores with
-`python -m edge_ee.clustering.autoencoder --epochs 2 --train-samples 15000 --out edge_ee/assets/fashion_ae_encoder.pt`
+`python -m edge_ee.clustering.autoencoder --epochs 2 --train-samples 15000`
 (a seeded random 15k of the 60k training images: that is what the CPU time allowed).
 """
 

@@ -24,16 +24,17 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
+from edge_ee.calibrate import ExitTable
 from edge_ee.clustering.config import ClusterConfig
 from edge_ee.clustering.encoders import Encoder
 from edge_ee.clustering.errors import ClusterCollapseError
 from edge_ee.clustering.metrics import score
+from edge_ee.cost import CostTable
 from edge_ee.data import ImageSplit
 from edge_ee.errors import ConfigError
 from edge_ee.exitnet import ExitNet
 from edge_ee.exits.fit import ExitScores, batches, score_split
-from edge_ee.exits.heads import ClassMeanScorer
-from edge_ee.calibrate import ExitTable
+from edge_ee.exits.heads import ClassMeanScorer, ExitHead
 from edge_ee.pipeline import FittedExits, fit_exits, table_for
 
 log = logging.getLogger(__name__)
@@ -108,20 +109,30 @@ def clustering_net(enc: Encoder, centroids: np.ndarray, name: str | None = None)
 
 
 @dataclass
-class ClusterFit:
-    """The clustering ExitNet with fitted, calibrated exits and what k-means found."""
+class Clustered:
+    """k-means on the final embedding, the clustering ExitNet and the pseudo-labelled split."""
 
     net: ExitNet
-    fitted: FittedExits
+    pseudo: ImageSplit  # the fitting samples, labels = final cluster assignments
     centroids: np.ndarray
     sizes: np.ndarray
     inertia: float
-    fit_samples: int
-    seconds: float
 
     @property
     def k(self) -> int:
         return len(self.centroids)
+
+
+@dataclass
+class ClusterFit(Clustered):
+    """Plus the fitted, calibrated exits."""
+
+    fitted: FittedExits | None = None
+    seconds: float = 0.0
+
+    @property
+    def fit_samples(self) -> int:
+        return len(self.pseudo)
 
 
 def fitting_split(train: ImageSplit, cfg: ClusterConfig) -> ImageSplit:
@@ -136,9 +147,8 @@ def fitting_split(train: ImageSplit, cfg: ClusterConfig) -> ImageSplit:
     return replace(train, labels=np.full(len(train), -1, np.int64))
 
 
-def fit_clustering(enc: Encoder, cfg: ClusterConfig, progress: bool = True) -> ClusterFit:
-    """k-means on the final embedding, then E2CM-style exits fitted on the pseudo-labels."""
-    t0 = time.perf_counter()
+def cluster(enc: Encoder, cfg: ClusterConfig, progress: bool = True) -> Clustered:
+    """Embed the fitting samples, k-means them, and label each with its final assignment."""
     data = fitting_split(enc.train, cfg)
     if len(data) < cfg.clusters:
         raise ConfigError(f"{len(data)} samples cannot make {cfg.clusters} clusters; lower "
@@ -151,10 +161,18 @@ def fit_clustering(enc: Encoder, cfg: ClusterConfig, progress: bool = True) -> C
         assign = net.classifier[1](torch.from_numpy(emb).float()).argmax(1).numpy()
     check_collapse(assign, cfg.clusters, cfg.max_cluster_share, "the final assignments")
     pseudo = replace(data, labels=assign.astype(np.int64), classes=cluster_names(cfg.clusters))
-    fitted = fit_exits(net, pseudo, cfg.fit, progress)
-    log.info("clustering fitted on %d samples in %.1f s; sizes %s", len(data),
-             time.perf_counter() - t0, sizes.tolist())
-    return ClusterFit(net, fitted, centroids, sizes, inertia, len(data), time.perf_counter() - t0)
+    return Clustered(net, pseudo, centroids, sizes, inertia)
+
+
+def fit_clustering(enc: Encoder, cfg: ClusterConfig, progress: bool = True) -> ClusterFit:
+    """k-means on the final embedding, then E2CM-style exits fitted on the pseudo-labels."""
+    t0 = time.perf_counter()
+    c = cluster(enc, cfg, progress)
+    fitted = fit_exits(c.net, c.pseudo, cfg.fit, progress)
+    secs = time.perf_counter() - t0
+    log.info("clustering fitted on %d samples in %.1f s; sizes %s", len(c.pseudo), secs,
+             c.sizes.tolist())
+    return ClusterFit(c.net, c.pseudo, c.centroids, c.sizes, c.inertia, fitted, secs)
 
 
 @dataclass
@@ -178,11 +196,16 @@ class ClusterEval:
         return out
 
 
+def cluster_eval(heads: list[ExitHead | None], scores: ExitScores, costs: CostTable,
+                 data: ImageSplit) -> ClusterEval:
+    """An agreement table from one split's exit scores; the split's labels kept only to score."""
+    assign = scores.final_logits.argmax(1)
+    table = table_for(heads, ExitScores(scores.raw, scores.final_logits, assign), costs)
+    return ClusterEval(table, data.labels.copy() if has_labels(data) else None, assign.numpy())
+
+
 def evaluate_clustering(cf: ClusterFit, data: ImageSplit, batch_size: int = 256,
                         progress: bool = True) -> ClusterEval:
     """Score every exit on a split; labels (if the split has them) are kept only to score."""
     (sc,) = score_split(cf.net, [cf.fitted.heads], data, batch_size, progress, "test scores")
-    assign = sc.final_logits.argmax(1)
-    table = table_for(cf.fitted.heads, ExitScores(sc.raw, sc.final_logits, assign),
-                      cf.fitted.costs)
-    return ClusterEval(table, data.labels.copy() if has_labels(data) else None, assign.numpy())
+    return cluster_eval(cf.fitted.heads, sc, cf.fitted.costs, data)

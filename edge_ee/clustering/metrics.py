@@ -59,7 +59,7 @@ def score_run(results: str | Path, bundle: str | Path, labels: np.ndarray) -> di
     if len(pred) > len(labels):
         raise DataError(f"{len(pred)} predictions but only {len(labels)} labels to score them")
     out = score(np.asarray(labels)[: len(pred)], pred)
-    out.update(samples=int(len(pred)), cost_fraction=summary["cost_fraction"],
+    out.update(samples=len(pred), cost_fraction=summary["cost_fraction"],
                exit_histogram=summary["exit_histogram"],
                latency_ns_p50=(summary.get("latency_ns") or {}).get("p50"))
     return out
