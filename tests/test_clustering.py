@@ -16,7 +16,7 @@ import torch
 
 from edge_ee.clustering.autoencoder import asset_path, load_encoder
 from edge_ee.clustering.config import ClusterConfig
-from edge_ee.clustering.encoders import Encoder
+from edge_ee.clustering.encoders import Encoder, load_encoder_source
 from edge_ee.clustering.errors import ClusterCollapseError
 from edge_ee.clustering.fit import (
     check_collapse,
@@ -158,10 +158,14 @@ def test_tampered_encoder_is_refused(tmp_path: Path) -> None:
         load_encoder(p)
 
 
+def test_unknown_encoder() -> None:
+    with pytest.raises(ConfigError, match="unknown encoder 'nope'; choose from"):
+        load_encoder_source("nope")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--clusters", "1"], "--clusters must be ≥ 2"),
     (["--clusters", "10", "--fit-samples", "4"], "fewer than --clusters"),
-    (["--encoder", "nope"], "unknown encoder"),
 ])
 def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) -> None:
     exe = BIN / "edge-ee"

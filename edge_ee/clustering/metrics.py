@@ -49,7 +49,7 @@ def score(labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def score_run(results: str | Path, bundle: str | Path, labels: np.ndarray) -> dict:
-    """Clustering accuracy, NMI, agreement-free cost and exits of one `edge-ee-run` result."""
+    """Clustering accuracy, NMI, expected cost and exit histogram of one `edge-ee-run` result."""
     from device_runners.manifest import load_bundle
     from device_runners.results import load_results
     from edge_ee.report import summarize
