@@ -174,3 +174,17 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) ->
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_distance_confidence_is_minus_the_nearest_normalised_distance() -> None:
+    from edge_ee.exits import ExitSpec
+    from edge_ee.exits.heads import ClassMeanScorer, ExitHead, FeatureTransform
+    spec = ExitSpec.parse("e2cm::distance")
+    assert spec.pool is None and spec.confidence == "distance"
+    scorer = ClassMeanScorer(torch.tensor([[0.0, 0.0], [4.0, 0.0]]), 1 / torch.tensor([0.5, 1.0]))
+    head = ExitHead(FeatureTransform(None), scorer, "distance", threshold=-1.5)
+    pred, conf, flag = head(torch.tensor([[1.0, 0.0], [3.5, 0.0], [2.0, 2.0]]))
+    # normalised distances: [2, 3], [7, 0.5], [2√2·2, 2√2]
+    assert pred.tolist() == [0, 1, 1]
+    assert torch.allclose(conf, torch.tensor([-2.0, -0.5, -2 * 2 ** 0.5]), atol=1e-5)
+    assert flag.tolist() == [False, True, False]
