@@ -17,6 +17,8 @@ One run per encoder source (`edge_ee.clustering.encoders`):
   `edge-ee-run` on the whole test split, beside the monolithic network, and scored again.
 
     python benchmarks/bench_clustering.py --encoder fashion-ae             # all 60k, 10k test
+    python benchmarks/bench_clustering.py --fit-samples 20000 --no-runner \
+        --variants e2cm e2cm::distance e2cm:2:distance lda:2     # the "close enough" reading
     python benchmarks/bench_clustering.py --encoder resnet-cifar --fit-samples 5000 \
         --test-samples 2000      # sized for 2 heavily shared CPU cores
 """
