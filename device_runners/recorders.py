@@ -5,7 +5,7 @@ the device) — appended to a `spool.Spool` on disk during `edge-ee-run`, so mem
 bounded however long the run — and checks that the labels a user passes fit the task.
 The host's `edge-ee report` computes everything else from them.
 
-* `classification` (sample exits; clustering bundles too): per sample `exit`,
+* `classification` and `clustering` (sample exits): per sample `exit`,
   `prediction`, `confidence`, `label`, `pass`, and in single mode `segment_latency_ns`;
   in batch mode one `batches` record per batch (size, active rows per segment, latency).
 * `segmentation` (token exits): per image `latency_ns`, `segment_latency_ns`,
@@ -30,7 +30,8 @@ RECORDERS: dict[str, type[Recorder]] = {}
 
 
 def register_recorder(cls: type[Recorder]) -> type[Recorder]:
-    RECORDERS[cls.task] = cls
+    for task in cls.tasks:
+        RECORDERS[task] = cls
     return cls
 
 
@@ -43,7 +44,7 @@ def recorder_for(bundle: Bundle) -> type[Recorder]:
 
 
 class Recorder:
-    task: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ()  # the manifest's model.task values it records
     fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, bundle: Bundle, labels: np.ndarray | None, mode: str,
@@ -76,7 +77,7 @@ class Recorder:
 
 @register_recorder
 class SampleRecorder(Recorder):
-    task = "classification"
+    tasks = ("classification", "clustering")
     fields = ("exit", "prediction", "confidence", "label", "pass", "segment_latency_ns")
 
     @classmethod
@@ -109,7 +110,7 @@ EXIT_MAP_IMAGES = 8
 
 @register_recorder
 class ImageRecorder(Recorder):
-    task = "segmentation"
+    tasks = ("segmentation",)
     fields = ("image", "pass", "latency_ns", "segment_latency_ns", "assemble_latency_ns",
               "tokens_per_exit", "confusion")
 

@@ -340,7 +340,7 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
            tol: Tolerance = Tolerance(), formats: Sequence[str] = ("onnx",), int8: bool = False,
            calibration_data: ImageSplit | np.ndarray | None = None,
            calibration_samples: int = 256, int8_heads: str = "auto",
-           int8_tol: Int8Tolerance = Int8Tolerance()) -> Path:
+           int8_tol: Int8Tolerance = Int8Tolerance(), task: str = "classification") -> Path:
     """Export the bundle, validated on `validation_samples` real samples of `data`.
 
     `formats`: ("onnx",), ("tflite",) or both. `int8`: also int8 files of each format,
@@ -350,7 +350,7 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
     spec = BundleSpec(name=name, classes=tuple(data.classes),
                       input=image_input(net.input_shape, tuple(data.mean), tuple(data.std)),
-                      source_sha256=source_sha256, granularity=net.granularity,
+                      source_sha256=source_sha256, granularity=net.granularity, task=task,
                       provenance={"edge_ee_version": edge_ee.__version__})
     with torch.no_grad():
         full = cost_table(net, [None] * net.num_exits).full_flops

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from edge_ee.errors import ConfigError
 
 SCORERS = ("e2cm", "lda")
-CONFIDENCES = ("max_softmax", "margin", "temperature")
+CONFIDENCES = ("max_softmax", "margin", "temperature", "distance")
 NORMALISERS = ("mean", "rms")
 
 
@@ -23,8 +23,9 @@ class ExitSpec:
     kind: `e2cm` (distance to class means / normaliser, METHODS §1) or `lda` (shared
       shrunk covariance: linear discriminant analysis, same single statistics pass).
     pool: None = raw flattened feature map (the paper); p = adaptive average pool to p×p.
-    confidence: `max_softmax` (the paper), `margin` (top-1 minus top-2 score) or
-      `temperature` (max softmax of z/T, T fitted by NLL on the calibration split).
+    confidence: `max_softmax` (the paper), `margin` (top-1 minus top-2 score),
+      `temperature` (max softmax of z/T, T fitted by NLL on the calibration split) or
+      `distance` (max z = −normalised distance to the nearest mean: "close enough").
     normaliser: e2cm ν_{k}: `mean` = mean ‖f−μ_k‖ over training samples (the paper;
       measured on the calibration split), `rms` = root-mean-square, exact in closed form
       from the single statistics pass.

@@ -7,7 +7,8 @@ Scorers (registered in `SCORER_CLASSES`):
   trained exits.
 
 Confidence criteria (registered in `CONFIDENCE_CLASSES`): `max_softmax`, `margin`
-(top-1 − top-2 score) and `temperature` (max softmax(z/T)). Every constant (means,
+(top-1 − top-2 score), `temperature` (max softmax(z/T)) and `distance` (max z: minus the
+normalised distance to the nearest class mean). Every constant (means,
 normalisers, T, threshold) is a buffer, so it is baked into the exported graph.
 """
 
@@ -119,6 +120,16 @@ class Margin(nn.Module):
         return top[:, 0] - top[:, 1]
 
 
+class NearestDistance(nn.Module):
+    """max_k z_k: for E2CM, −(normalised distance to the nearest mean); exits when the feature
+    is close enough to one of the means (METHODS §1, the unsupervised reading)."""
+
+    name = "distance"
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.amax(dim=1)
+
+
 class Entropy(nn.Module):
     """Negative entropy of softmax(z): higher = more confident (for trained exits)."""
 
@@ -132,6 +143,7 @@ class Entropy(nn.Module):
 SCORER_CLASSES: dict[str, type[nn.Module]] = {"e2cm": ClassMeanScorer, "lda": LinearScorer}
 CONFIDENCE_CLASSES: dict[str, type[nn.Module]] = {
     "max_softmax": MaxSoftmax, "temperature": MaxSoftmax, "margin": Margin, "entropy": Entropy,
+    "distance": NearestDistance,
 }
 
 

@@ -1,0 +1,1 @@
+"""Early exit for clustering (E2CM without labels, METHODS §1 "Unsupervised")."""
