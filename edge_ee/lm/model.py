@@ -166,6 +166,31 @@ class DecoderLM(nn.Module):
         return self.head(self.hidden_states(tokens)[-1])
 
     @torch.no_grad()
+    def sample(self, batch: int, length: int, temperature: float = 1.0, seed: int = 0,
+               start: int = 1) -> torch.Tensor:
+        """`batch` sequences of `length` tokens sampled from the model itself (data-free
+        statistics), starting from token `start` (BOS); incremental with a KV cache."""
+        if length > self.config.seq_len:
+            raise ModelError(f"length {length} exceeds the context of {self.config.seq_len}")
+        g = torch.Generator().manual_seed(seed)
+        toks = torch.full((batch, 1), start, dtype=torch.long)
+        caches: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.layers)
+        for t in range(length - 1):
+            pos = torch.tensor([t])
+            x = self.tok_embeddings(toks[:, -1:])
+            for i, layer in enumerate(self.layers):
+                k, v = layer.kv(x, pos)
+                if caches[i] is not None:
+                    k = torch.cat((caches[i][0], k), 2)
+                    v = torch.cat((caches[i][1], v), 2)
+                caches[i] = (k, v)
+                x = x + layer.attend(layer.query(x, pos), k, v, None)
+                x = x + layer.ffn(x)
+            p = torch.softmax(self.head(x[:, -1]) / max(temperature, 1e-6), -1)
+            toks = torch.cat((toks, torch.multinomial(p, 1, generator=g)), 1)
+        return toks
+
+    @torch.no_grad()
     def generate(self, prompt: list[int], max_new_tokens: int, temperature: float = 0.0,
                  generator: torch.Generator | None = None, stop: int | None = None) -> list[int]:
         """Greedy (temperature 0) or sampled continuation, full recompute per token."""
