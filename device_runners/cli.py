@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from device_runners.backends import BACKENDS, open_backend
+from device_runners.decode import is_language_model, run_language_model
 from device_runners.errors import EdgeEEError, InputSpecError
 from device_runners.manifest import Bundle, load_bundle, prepare_input
 from device_runners.pixel_runner import is_segmentation
@@ -123,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
     if is_segmentation(bundle):  # per-pixel exits: device_runners/pixel_session.py
         from device_runners.pixel_session import run_segmentation
         return run_segmentation(args, bundle, t_init, cfg, lambda n: _Progress(n, args.quiet), log)
+    if is_language_model(bundle):  # token-by-token decoding: device_runners/decode.py
+        return run_language_model(args, bundle, t_init, cfg, lambda n: _Progress(n, args.quiet), log)
     backend = open_backend(bundle, args.backend, args.threads)
     init_ns = time.perf_counter_ns() - t_init
     check = None if args.skip_self_check else self_check(bundle, backend)
