@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     b.add_argument("--lr", type=float, default=3e-3)
     b.add_argument("--stats-sequences", type=int, default=150)
     b.add_argument("--sequence-length", type=int, default=256)
-    b.add_argument("--min-agreement", type=float, default=0.97)
+    b.add_argument("--min-agreement", type=float, default=0.96)
     b.add_argument("--new-tokens", type=int, default=64, help="default tokens per prompt on the device")
     b.add_argument("--monolithic", action="store_true")
     b.add_argument("--overwrite", action="store_true")
