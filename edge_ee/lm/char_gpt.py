@@ -135,6 +135,9 @@ def save_char_gpt(model: DecoderLM, tok: CharTokenizer, path: str | Path, info: 
     fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
     os.close(fd)
     torch.save(obj, tmp)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # the usual file mode, not mkstemp's 0600
     os.replace(tmp, p)
     p.with_name(p.name + ".sha256").write_text(sha256_file(p) + "\n")
     return p
