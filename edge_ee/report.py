@@ -135,6 +135,9 @@ def summarize(results: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
     The key `series` holds raw arrays for the figures; it is left out of report.json.
     Segmentation bundles are summarised by `edge_ee.report_seg`.
     """
+    if (bundle.manifest.get("model") or {}).get("task") == "language-model":
+        from edge_ee.report_lm import summarize_lm
+        return summarize_lm(results, bundle)
     if (bundle.manifest.get("model") or {}).get("task") == "segmentation":
         from edge_ee.report_seg import summarize_seg
         return summarize_seg(results, bundle)
@@ -278,6 +281,9 @@ def write_tables_and_figures(out: Path, tables: list[Any], pngs: dict[str, tuple
 def write_report(summaries: list[dict[str, Any]], names: list[str], out_dir: str | Path, *,
                  html: bool = True, figures: bool = True) -> Path:
     """report.md, report.json, tables/*.csv|json, figures/*.png and report.html; returns the .md."""
+    if any(s.get("task") == "language-model" for s in summaries):
+        from edge_ee.report_lm import write_lm_report
+        return write_lm_report(summaries, names, out_dir)
     if any(s.get("task") == "segmentation" for s in summaries):
         from edge_ee.report_seg import write_seg_report
         return write_seg_report(summaries, names, out_dir, html=html, figures=figures)

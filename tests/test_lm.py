@@ -144,6 +144,17 @@ def test_bundle_decodes_on_onnxruntime_like_torch(lm_bundle: Path, stories, tmp_
     res = json.loads(out.read_text())
     assert res["task"] == "language-model" and res["self_check"]["passed"]
     assert len(res["samples"]["tokens"]) == 2 and all(len(t) == 24 for t in res["samples"]["tokens"])
+    full = tmp_path / "full.json"
+    r = _cli("device_runners.cli", str(lm_bundle), "--out", str(full), "--quiet", "--no-exit",
+             "--idle-s", "0", "--warmup-runs", "1", "--profile", "none", "--power-source", "null")
+    assert r.returncode == 0, r.stderr[-2000:]
+    from device_runners.results import load_results
+    from edge_ee.report import summarize, write_report
+    sums = [summarize(load_results(f), b) for f in (full, out)]
+    assert sums[0]["exit_rate"] == [0.0, 1.0] and sums[0]["tokens_per_s"] > 0
+    assert sum(sums[1]["exit_rate"]) == pytest.approx(1.0)
+    md = write_report(sums, ["full", "ee"], tmp_path / "rep").read_text()
+    assert "tokens/s" in md and "| full | 46 |" in md
 
 
 def test_cli_rejects_an_exit_after_a_missing_block(tmp_path: Path) -> None:
