@@ -33,6 +33,8 @@ def zero_training(model_name: str, n_seq: int, length: int) -> list[dict]:
         GROUPINGS,
         INITS,
         InitContext,
+        head_accuracy,
+        held_out_features,
         init_weights,
         next_token_accuracy,
         token_stats,
@@ -44,10 +46,11 @@ def zero_training(model_name: str, n_seq: int, length: int) -> list[dict]:
     seqs = m.sample(n_seq, min(length, m.config.seq_len), seed=0, start=src.start)
     stats = token_stats(m, seqs.split(16), exits)
     rows = []
+    feats, y = held_out_features(m, src.held_out, exits)
     for k in exits:
         ctx = InitContext(m, {g: stats[(k, g)] for g in GROUPINGS})
         for n in INITS:
-            acc, ce = next_token_accuracy(m, *init_weights(n, ctx), k, src.held_out)
+            acc, ce = head_accuracy(*init_weights(n, ctx), feats[k], y)
             rows.append({"model": src.name, "exit": k, "init": n, "accuracy": acc, "loss": ce})
     w = m.output.weight.detach()
     acc, ce = next_token_accuracy(m, w, torch.zeros(w.shape[0]), m.config.n_layers, src.held_out)

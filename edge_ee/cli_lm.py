@@ -103,6 +103,12 @@ def cmd_lm(a: argparse.Namespace) -> int:
         save_char_gpt(m, tok, a.out, info)
         print(f"held-out loss {info['held_out_loss']:.3f} after {info['train_s']:.0f} s; wrote {a.out}")
         return 0
+    from edge_ee.lm.train_exits import ExitTrainConfig, initial_heads, train_heads
+    cfg = None
+    if a.lm_command == "train-exits":  # check the recipe before the slow passes
+        cfg = ExitTrainConfig(init=a.init, setting=a.setting, steps=a.steps, lr=a.lr,
+                              batch_size=a.batch_size, eval_every=a.eval_every,
+                              logit_scale=a.logit_scale, alpha=a.alpha, seed=a.seed)
     src = load_source(a.model, a.tokenizer)
     m = src.model
     if a.lm_command == "generate":
@@ -112,13 +118,13 @@ def cmd_lm(a: argparse.Namespace) -> int:
         return 0
     if a.lm_command == "build":
         from edge_ee.lm.build import LMBuildConfig, build_lm_bundle
-        cfg = LMBuildConfig(out=a.out, model=a.model, tokenizer=a.tokenizer, exits=_exits(a.exits),
+        bcfg = LMBuildConfig(out=a.out, model=a.model, tokenizer=a.tokenizer, exits=_exits(a.exits),
                             init=a.init, logit_scale=a.logit_scale, train_steps=a.train_steps,
                             lr=a.lr, stats_sequences=a.stats_sequences,
                             sequence_length=a.sequence_length, min_agreement=a.min_agreement,
                             new_tokens=a.new_tokens, monolithic=a.monolithic,
                             overwrite=a.overwrite, seed=a.seed)
-        path, info = build_lm_bundle(cfg)
+        path, info = build_lm_bundle(bcfg)
         print(f"wrote {path}" + (f"; thresholds {info['thresholds']}" if "thresholds" in info else ""))
         return 0
     from edge_ee.lm.exit_init import (
@@ -126,8 +132,9 @@ def cmd_lm(a: argparse.Namespace) -> int:
         INITS,
         InitContext,
         check_exits,
+        head_accuracy,
+        held_out_features,
         init_weights,
-        next_token_accuracy,
         token_stats,
     )
     exits = check_exits(m, _exits(a.exits) if a.exits else range(1, m.config.n_layers))
@@ -136,15 +143,13 @@ def cmd_lm(a: argparse.Namespace) -> int:
     stats = token_stats(m, seqs.split(16), exits)
     if a.lm_command == "init-eval":
         print("exit  " + "  ".join(f"{n:>18}" for n in INITS))
+        feats, y = held_out_features(m, src.held_out, exits)
         for k in exits:
             ctx = InitContext(m, {g: stats[(k, g)] for g in GROUPINGS})
-            accs = [next_token_accuracy(m, *init_weights(n, ctx), k, src.held_out)[0] for n in INITS]
+            accs = [head_accuracy(*init_weights(n, ctx), feats[k], y)[0] for n in INITS]
             print(f"K={k:<3} " + "  ".join(f"{v:>18.4f}" for v in accs))
         return 0
-    from edge_ee.lm.train_exits import ExitTrainConfig, initial_heads, train_heads
-    cfg = ExitTrainConfig(init=a.init, setting=a.setting, steps=a.steps, lr=a.lr,
-                          batch_size=a.batch_size, eval_every=a.eval_every,
-                          logit_scale=a.logit_scale, alpha=a.alpha, seed=a.seed)
+    assert cfg is not None
     heads = initial_heads(m, exits, cfg, stats, seqs[:16])
     train = m.sample(a.stats_sequences, length, seed=a.seed + 1, start=src.start)
     rows = train_heads(m, heads, train, src.held_out, cfg)

@@ -184,16 +184,31 @@ def init_weights(name: str, ctx: InitContext) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
+def held_out_features(model: DecoderLM, sequences: Iterable[torch.Tensor], exits: Iterable[int]
+                      ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """One forward pass over held-out sequences: ({K: (N, D) features}, (N,) next tokens)."""
+    exits = tuple(exits)
+    feats: dict[int, list[torch.Tensor]] = {k: [] for k in exits}
+    ys = []
+    for tokens in sequences:
+        f = exit_features(model, tokens, exits)
+        for k in exits:
+            feats[k].append(f[k][:, :-1].reshape(-1, f[k].shape[-1]))
+        ys.append(tokens[:, 1:].reshape(-1))
+    return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(ys)
+
+
+@torch.no_grad()
+def head_accuracy(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of logits x·Wᵀ + b against next tokens y."""
+    z = x @ w.T + b
+    return (float((z.argmax(-1) == y).double().mean()),
+            float(torch.nn.functional.cross_entropy(z, y)))
+
+
 def next_token_accuracy(model: DecoderLM, w: torch.Tensor, b: torch.Tensor, exit_k: int,
                         sequences: Iterable[torch.Tensor]) -> tuple[float, float]:
     """(top-1 next-token accuracy, mean cross-entropy) of the head (W, b) at exit K."""
-    hit, n, loss = 0, 0, 0.0
-    for tokens in sequences:
-        x = exit_features(model, tokens, (exit_k,))[exit_k][:, :-1]
-        z = x @ w.T + b
-        y = tokens[:, 1:]
-        hit += int((z.argmax(-1) == y).sum())
-        loss += float(torch.nn.functional.cross_entropy(z.flatten(0, 1), y.flatten(),
-                                                        reduction="sum"))
-        n += y.numel()
-    return hit / max(n, 1), loss / max(n, 1)
+    feats, y = held_out_features(model, sequences, (exit_k,))
+    return head_accuracy(w, b, feats[exit_k], y)

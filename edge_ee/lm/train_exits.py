@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_ee.errors import ConfigError
-from edge_ee.lm.exit_init import InitContext, check_exits, exit_features, init_weights
+from edge_ee.lm.exit_init import INITS, InitContext, check_exits, exit_features, init_weights
 from edge_ee.lm.model import DecoderLM
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class ExitTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ConfigError(f"unknown exit-head init {self.init!r}; choose from {sorted(INITS)}")
         if self.setting not in SETTINGS:
             raise ConfigError(f"setting {self.setting!r}; choose from {SETTINGS}")
         if self.logit_scale not in LOGIT_SCALES:
