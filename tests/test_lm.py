@@ -77,8 +77,9 @@ def test_class_aware_init_beats_copy_and_random_at_zero_training(stories, data_d
     from edge_ee.lm.exit_init import (
         GROUPINGS,
         InitContext,
+        head_accuracy,
+        held_out_features,
         init_weights,
-        next_token_accuracy,
         token_stats,
     )
     from edge_ee.lm.train_exits import ExitTrainConfig, initial_heads
@@ -97,7 +98,8 @@ def test_class_aware_init_beats_copy_and_random_at_zero_training(stories, data_d
     assert st.pooled_within_variance() == pytest.approx(
         float((resid ** 2).sum()) / ((len(y) - seen) * 64), rel=1e-9)
     ctx = InitContext(m, {g: stats[(2, g)] for g in GROUPINGS})
-    acc = {n: next_token_accuracy(m, *init_weights(n, ctx), 2, held)
+    feats, targets = held_out_features(m, held, (2,))
+    acc = {n: head_accuracy(*init_weights(n, ctx), feats[2], targets)
            for n in ("random", "copy", "class-aware-target", "class-aware-input")}
     assert acc["class-aware-target"][0] >= 3 * acc["copy"][0]  # measured 0.16 vs 0.04
     assert acc["class-aware-target"][0] > 0.10 > acc["class-aware-input"][0]
@@ -105,7 +107,7 @@ def test_class_aware_init_beats_copy_and_random_at_zero_training(stories, data_d
     # the investigation: W·R + η is far too sharp; a fitted temperature keeps the argmax
     h = initial_heads(m, (2,), ExitTrainConfig(init="class-aware-target", logit_scale="fitted"),
                       stats, seqs[:8])
-    fitted = next_token_accuracy(m, h.heads[0].weight.detach(), h.heads[0].bias.detach(), 2, held)
+    fitted = head_accuracy(h.heads[0].weight.detach(), h.heads[0].bias.detach(), feats[2], targets)
     assert fitted[0] == pytest.approx(acc["class-aware-target"][0])
     assert fitted[1] < acc["class-aware-target"][1] / 3
 
