@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--eval-every", type=int, default=10)
     t.add_argument("--alpha", type=float, default=None)
+    t.add_argument("--fit-alpha", action="store_true",
+                   help="mix: choose alpha by NLL on the statistics sequences")
     t.add_argument("--stats-sequences", type=int, default=150)
     t.add_argument("--sequence-length", type=int, default=256)
     t.add_argument("--seed", type=int, default=0)
@@ -108,7 +110,8 @@ def cmd_lm(a: argparse.Namespace) -> int:
     if a.lm_command == "train-exits":  # check the recipe before the slow passes
         cfg = ExitTrainConfig(init=a.init, setting=a.setting, steps=a.steps, lr=a.lr,
                               batch_size=a.batch_size, eval_every=a.eval_every,
-                              logit_scale=a.logit_scale, alpha=a.alpha, seed=a.seed)
+                              logit_scale=a.logit_scale, alpha=a.alpha,
+                              fit_alpha=a.fit_alpha, seed=a.seed)
     src = load_source(a.model, a.tokenizer)
     m = src.model
     if a.lm_command == "generate":

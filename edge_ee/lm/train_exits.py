@@ -46,6 +46,7 @@ class ExitTrainConfig:
     eval_every: int = 10
     logit_scale: str = "none"
     alpha: float | None = None  # None: 0.6 nothing frozen, 0.8 backbone frozen
+    fit_alpha: bool = False  # mix: choose α in {0, 0.1, …, 1} by NLL on the statistics data
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -103,13 +104,30 @@ def initial_heads(model: DecoderLM, exits: Sequence[int], cfg: ExitTrainConfig,
             # scale the class-aware part first, then mix it with the copy head
             wa, ba = _scaled(model, k, init_weights("class-aware-target", ctx), ctx, cfg, calib)
             wc, bc = init_weights("copy", ctx)
-            w, b = alpha * wa + (1 - alpha) * wc, alpha * ba + (1 - alpha) * bc
+            a = _fitted_alpha(model, k, (wa, ba), (wc, bc), calib) if cfg.fit_alpha else alpha
+            w, b = a * wa + (1 - a) * wc, a * ba + (1 - a) * bc
         elif cfg.init.startswith("class-aware"):
             w, b = _scaled(model, k, init_weights(cfg.init, ctx), ctx, cfg, calib)
         else:
             w, b = init_weights(cfg.init, ctx)
         heads.set_weights(i, w, b)
     return heads
+
+
+@torch.no_grad()
+def _fitted_alpha(model: DecoderLM, k: int, ca: tuple[torch.Tensor, torch.Tensor],
+                  copy: tuple[torch.Tensor, torch.Tensor], calib: torch.Tensor | None) -> float:
+    """α of the mix with the lowest NLL on the statistics sequences (no held-out data)."""
+    if calib is None:
+        raise ConfigError("fit_alpha needs calibration sequences")
+    x = exit_features(model, calib, (k,))[k][:, :-1].reshape(-1, ca[0].shape[1])
+    y = calib[:, 1:].reshape(-1)
+    za, zc = x @ ca[0].T + ca[1], x @ copy[0].T + copy[1]
+    grid = [i / 10 for i in range(11)]
+    nll = [float(F.cross_entropy(a * za + (1 - a) * zc, y)) for a in grid]
+    best = grid[min(range(len(grid)), key=nll.__getitem__)]
+    log.info("exit %d: fitted mix alpha %.1f", k, best)
+    return best
 
 
 def _scaled(model: DecoderLM, k: int, wb: tuple[torch.Tensor, torch.Tensor], ctx: InitContext,
