@@ -19,6 +19,7 @@ from typing import Any
 
 from device_runners import argtypes as at
 from device_runners.backends import BACKENDS, open_backend
+from device_runners.decode import is_language_model, run_language_model
 from device_runners.errors import BundleError, EdgeEEError
 from device_runners.golden import self_check
 from device_runners.inputs import load_input
@@ -179,6 +180,10 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
         power_period_ms=args.power_period_ms, idle_s=args.idle_s, meter_csv=args.meter_csv,
         meter_clock_offset_ms=args.meter_clock_offset_ms, pin_cores=args.pin_cores,
         max_runs=args.max_runs, max_duration_s=args.max_duration_s)
+    if is_language_model(bundle):  # token-by-token decoding: device_runners/decode.py
+        code = run_language_model(args, bundle, t_init, cfg,
+                                  lambda n: _Progress(n, args.quiet), log)
+        return sig.exit_code() if code == 130 else code
     backend = open_backend(bundle, args.backend, args.threads)
     init_ns = time.perf_counter_ns() - t_init
     check = None if args.skip_self_check else self_check(bundle, backend)

@@ -93,8 +93,18 @@ class ClassStats:
         msd = self.sq_norm_sum / self.total - 2 * mu @ mean_x + (mu * mu).sum(1)
         return msd.clamp_min(1e-12).sqrt()
 
-    def priors(self) -> torch.Tensor:
-        return self.counts / self.total
+    def priors(self, smoothing: float = 0.0) -> torch.Tensor:
+        """P(k) = (n_k + smoothing) / (N + smoothing·K); smoothing > 0 keeps unseen classes
+        at a small non-zero prior (additive / Laplace smoothing)."""
+        return (self.counts + smoothing) / (self.total + smoothing * self.num_classes)
+
+    def pooled_within_variance(self) -> float:
+        """σ² = pooled within-class variance per dimension, exact from the sums (one pass):
+        (Σ‖x‖² − Σ_k ‖s_k‖²/n_k) / ((N − K_seen)·D)."""
+        seen = self.counts > 0
+        between = ((self.sums[seen] ** 2).sum(1) / self.counts[seen]).sum()
+        dof = max(self.total - int(seen.sum()), 1.0) * self.dim
+        return float((self.sq_norm_sum - between).clamp_min(0.0) / dof)
 
     def shared_covariance(self, shrinkage: float) -> torch.Tensor:
         """Pooled within-class covariance shrunk towards tr(Σ)/D·I."""

@@ -1,0 +1,168 @@
+"""A character-level GPT (the Llama-style `DecoderLM`) pretrained on tinyshakespeare.
+
+The toolkit ships its trained weights (`edge_ee/assets/char_gpt.pt` + `.sha256`);
+`edge-ee lm train-char` retrains them (a few minutes on 2 cores). The first 90 % of the
+text trains, the last 10 % is the held-out slice every evaluation uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from edge_ee.errors import DataError, ModelError
+from edge_ee.lm.model import DecoderLM, LMConfig
+from edge_ee.models.weights import sha256_file
+
+log = logging.getLogger(__name__)
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "char_gpt.pt"
+TRAIN_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class CharTokenizer:
+    """One token per character of a fixed alphabet."""
+
+    chars: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        idx = {c: i for i, c in enumerate(self.chars)}
+        bad = sorted({c for c in text if c not in idx})
+        if bad:
+            raise DataError(f"characters {bad[:10]} are not in the model's alphabet; "
+                            "remove them or retrain on text that has them")
+        return [idx[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def piece_names(self) -> list[str]:
+        return list(self.chars)
+
+
+def read_text(path: str | Path) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"text file {p} not found; pass tinyshakespeare.txt "
+                        "(../shared/data/tinyshakespeare.txt)")
+    return p.read_text(encoding="utf-8")
+
+
+def split_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) = first 90 %, last 10 %."""
+    n = int(len(ids) * TRAIN_FRACTION)
+    return ids[:n], ids[n:]
+
+
+@dataclass(frozen=True)
+class CharTrainConfig:
+    """Pretraining recipe (CLI flags map 1:1)."""
+
+    steps: int = 800
+    batch_size: int = 24
+    context: int = 128
+    lr: float = 3e-3
+    dim: int = 64
+    hidden_dim: int = 172
+    n_layers: int = 4
+    n_heads: int = 4
+    seed: int = 0
+
+
+def train_char_gpt(text: str, cfg: CharTrainConfig = CharTrainConfig()
+                   ) -> tuple[DecoderLM, CharTokenizer, dict]:
+    """AdamW with cosine decay on random windows of the first 90 % of `text`."""
+    tok = CharTokenizer("".join(sorted(set(text))))
+    ids = torch.tensor(tok.encode(text))
+    train, held = split_ids(ids)
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    c = LMConfig(dim=cfg.dim, hidden_dim=cfg.hidden_dim, n_layers=cfg.n_layers,
+                 n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, vocab_size=tok.vocab_size,
+                 seq_len=cfg.context)
+    model = DecoderLM(c, tied=True)
+    for n, p in model.named_parameters():
+        if p.dim() == 2:
+            torch.nn.init.normal_(p, std=0.02 if "embeddings" in n else 1 / math.sqrt(p.shape[1]))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    t0 = time.monotonic()
+    for step in range(cfg.steps):
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        start = torch.randint(0, len(train) - cfg.context - 1, (cfg.batch_size,), generator=g)
+        x = torch.stack([train[s:s + cfg.context] for s in start.tolist()])
+        y = torch.stack([train[s + 1:s + cfg.context + 1] for s in start.tolist()])
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            log.info("step %d loss %.3f (%.0f s)", step, loss.item(), time.monotonic() - t0)
+    model.eval()
+    info = {"train_s": time.monotonic() - t0, "held_out_loss": held_out_loss(model, held, cfg.context),
+            "recipe": asdict(cfg)}
+    return model, tok, info
+
+
+@torch.no_grad()
+def held_out_loss(model: DecoderLM, held: torch.Tensor, context: int, windows: int = 64) -> float:
+    starts = torch.linspace(0, len(held) - context - 1, windows).long().tolist()
+    x = torch.stack([held[s:s + context] for s in starts])
+    y = torch.stack([held[s + 1:s + context + 1] for s in starts])
+    return float(F.cross_entropy(model(x).flatten(0, 1), y.flatten()))
+
+
+def save_char_gpt(model: DecoderLM, tok: CharTokenizer, path: str | Path, info: dict) -> Path:
+    """Write the weights atomically with a `.sha256` beside them."""
+    import os
+    import tempfile
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    obj = {"format": "edge-ee-char-gpt", "config": model.config.to_dict(), "chars": tok.chars,
+           "info": {k: v for k, v in info.items() if isinstance(v, int | float | str)},
+           "state_dict": {k: v for k, v in model.state_dict().items() if k != "output.weight"}}
+    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # the usual file mode, not mkstemp's 0600
+    os.replace(tmp, p)
+    p.with_name(p.name + ".sha256").write_text(sha256_file(p) + "\n")
+    return p
+
+
+def load_char_gpt(path: str | Path | None = None) -> tuple[DecoderLM, CharTokenizer]:
+    """The shipped (or given) char GPT, its checksum verified against the `.sha256` beside it."""
+    p = Path(path) if path else ASSET
+    side = p.with_name(p.name + ".sha256")
+    if not p.is_file():
+        raise ModelError(f"char GPT weights {p} not found; retrain with `edge-ee lm train-char`")
+    if side.is_file() and sha256_file(p) != side.read_text().split()[0]:
+        raise ModelError(f"{p} does not match {side}; the file is corrupt — re-copy or retrain it")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several kinds for a file that is not a checkpoint
+        raise ModelError(f"cannot read {p} ({err}); pass a file `edge-ee lm train-char` wrote") from err
+    if not isinstance(obj, dict) or obj.get("format") != "edge-ee-char-gpt":
+        raise ModelError(f"{p} is not an edge-ee char GPT checkpoint; retrain with "
+                         "`edge-ee lm train-char`")
+    model = DecoderLM(LMConfig(**obj["config"]), tied=True)
+    state = dict(obj["state_dict"])
+    state["output.weight"] = state["tok_embeddings.weight"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ModelError(f"{p} does not fit its own config ({err}); retrain it") from err
+    return model.eval(), CharTokenizer(obj["chars"])
