@@ -9,6 +9,9 @@ to one of those points.
 * `compact-cnn`: four conv-BN-ReLU blocks (16-32-32-64 channels, three of stride 2) +
   pool + linear, about 1 MMAC per 28x28 image — sized so the whole evidence run fits on
   two shared CPU cores. Exit points 0..3; before = 0, middle = 1, after = 2.
+* `mlp`: flatten → 256 → 256 → 128 → classes (ReLU), exits after each hidden layer;
+  about 0.3 MMAC per 28x28 image, for full-size runs on a loaded machine. Exit points
+  0..2; before = 0, middle = 1, after = 2.
 * `small-cnn`: the project's Fashion-MNIST CNN (`edge_ee.models.small_cnn`, five blocks),
   trained from scratch here. Exit points 0..4; before = 1, middle = 2, after = 3.
 """
@@ -39,6 +42,16 @@ def compact_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
     )
 
 
+def mlp(in_channels: int = 1, num_classes: int = 10, side: int = 28) -> nn.Sequential:
+    """Three hidden layers (256-256-128, ReLU) on the flattened side×side image."""
+    return nn.Sequential(
+        nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, 256), nn.ReLU()),
+        nn.Sequential(nn.Linear(256, 256), nn.ReLU()),
+        nn.Sequential(nn.Linear(256, 128), nn.ReLU()),
+        nn.Linear(128, num_classes),
+    )
+
+
 @dataclass(frozen=True)
 class ModelFactory:
     """A named architecture: builder(in_channels, num_classes) and its exit locations."""
@@ -55,6 +68,7 @@ class ModelFactory:
 
 MODELS: dict[str, ModelFactory] = {
     "compact-cnn": ModelFactory("compact-cnn", compact_cnn, {"before": 0, "middle": 1, "after": 2}),
+    "mlp": ModelFactory("mlp", mlp, {"before": 0, "middle": 1, "after": 2}),
     "small-cnn": ModelFactory("small-cnn", small_cnn, {"before": 1, "middle": 2, "after": 3}),
 }
 
