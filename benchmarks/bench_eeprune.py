@@ -11,8 +11,8 @@ augmentation: Fashion-MNIST (full 60k / 10k) an `mlp` for 3 epochs; CIFAR-10 the
 `compact-cnn` for 5 epochs on a class-balanced random 10k of the 50k training images
 (the full 10k test split). Sized for a machine whose two cores were shared by ~7
 processes. EEPrune trains its early-exit network for 1/8 of a full run (0.375 / 0.625
-epoch); EL2N 1 epoch × 2 seeds; forgetting a full run. Ratios 30/50/70 %, seeds 0, 1, 2; D_p at 50 %; exit location at
-30 %. Output (tables, figures, report.md/html, keep files, runs.jsonl) under
+epoch); EL2N 1 epoch × 2 seeds; forgetting a full run. Ratios 30/50/70 %, seeds
+0, 1, 2; D_p at 50 %; exit location at 30 %. Output (tables, figures, report.md/html, keep files, runs.jsonl) under
 bench-out/eeprune-<dataset>/; a rerun resumes from runs.jsonl.
 """
 
