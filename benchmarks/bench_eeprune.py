@@ -12,8 +12,9 @@ augmentation: Fashion-MNIST (full 60k / 10k) an `mlp` for 3 epochs; CIFAR-10 the
 (the full 10k test split). Sized for a machine whose two cores were shared by ~7
 processes. EEPrune trains its early-exit network for 1/8 of a full run (0.375 / 0.625
 epoch); EL2N 1 epoch × 2 seeds; forgetting a full run. Ratios 30/50/70 %, seeds
-0, 1, 2; D_p at 50 %; exit location at 30 %. Output (tables, figures, report.md/html, keep files, runs.jsonl) under
-bench-out/eeprune-<dataset>/; a rerun resumes from runs.jsonl.
+0, 1, 2; D_p at 50 %; exit location at 30 %. Output (tables, figures, report.md/html,
+keep files, runs.jsonl) under bench-out/eeprune-<dataset>/; a rerun resumes from
+runs.jsonl.
 """
 
 from __future__ import annotations
