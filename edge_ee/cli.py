@@ -123,7 +123,7 @@ def _extensions() -> list:
     import importlib
 
     mods = []
-    for name in ("edge_ee.cli_training", "edge_ee.cli_device", "edge_ee.cli_seg"):
+    for name in ("edge_ee.cli_training", "edge_ee.cli_device", "edge_ee.cli_seg", "edge_ee.cli_dataprune"):
         try:
             mods.append(importlib.import_module(name).register)
         except ModuleNotFoundError as err:

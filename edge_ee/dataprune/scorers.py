@@ -11,9 +11,10 @@ scores into the kept set for a pruning ratio, and `Scorer.prune` does both and r
   early exit is correct, the final exit is correct (no overthinking) and the early exit
   is confident. **Our choice** (the paper's way of reaching an exact ratio is not
   public): samples meeting the first two conditions are ranked by early-exit max-softmax
-  and the most confident are discarded first; only when they run out are the others
-  discarded, least-useful (most confident early exit) first. The confidence of the last
-  discarded sample is the implied threshold (reported per ratio).
+  and the most confident are discarded first; only when they run out (a ratio above the
+  fraction that both exits get right) are the others discarded, those to whose true
+  class the early exit gives the most probability first. The confidence of the last
+  discarded candidate is the implied threshold (reported per ratio).
 * `random`: uniform random scores (seeded).
 * `el2n` (Paul et al. 2021): ‖softmax(f(x)) − onehot(y)‖₂ after `budget.epochs` of
   training, averaged over `budget.seeds` independently initialised models.
@@ -129,7 +130,7 @@ def eeprune_ratio_meta(res: ScoreResult, kept: np.ndarray) -> dict[str, Any]:
     mask = np.ones(len(res.scores), bool)
     mask[kept] = False
     cand = res.scores < 1.0
-    conf = 1.0 - np.where(cand, res.scores, res.scores - 1.0)
+    conf = 1.0 - res.scores  # early-exit max-softmax, meaningful for candidates only
     disc = np.flatnonzero(mask)
     disc_cand = disc[cand[disc]]
     return {"implied_threshold": float(conf[disc_cand].min()) if disc_cand.size else None,
@@ -231,7 +232,8 @@ class EEPruneScorer(Scorer):
         final_ok = final.argmax(1) == y
         conf = early.max(1)
         cand = early_ok & final_ok
-        scores = np.where(cand, 1.0 - conf, 2.0 - conf)
+        p_true = early[np.arange(len(y)), y]  # = conf where the early exit is correct
+        scores = np.where(cand, 1.0 - conf, 2.0 - p_true)
         log.info("eeprune: exit %d, early acc %.3f, final acc %.3f, %d candidates", idx,
                  early_ok.mean(), final_ok.mean(), cand.sum())
         return ScoreResult(scores, {
