@@ -42,6 +42,7 @@ class PruneDataConfig:
     scorers: tuple[str, ...] = ("random", "el2n", "forgetting", "eeprune")
     ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
     seeds: tuple[int, ...] = (0, 1, 2)
+    class_balanced: tuple[str, ...] = ("eeprune",)  # --evaluate: also the class-balanced reading
     dp_check: bool = True  # train on the discarded set D_p at dp_ratio
     dp_ratio: float = 0.5
     exit_ablation: bool = True  # eeprune at before / middle / after, at ablation_ratio
@@ -59,7 +60,7 @@ class PruneDataConfig:
             raise ConfigError(f"dataset {self.dataset!r} unknown; choose from {DATASETS}")
         for r in (self.ratio, *self.ratios, self.dp_ratio, self.ablation_ratio):
             check_ratio(r)
-        for s in (self.scorer, *self.scorers):
+        for s in (self.scorer, *self.scorers, *self.class_balanced):
             if s not in SCORERS:
                 raise ConfigError(f"unknown scorer {s!r}; valid scorers: {', '.join(sorted(SCORERS))}")
         for name in ("train_per_class", "test_per_class", "num_classes"):

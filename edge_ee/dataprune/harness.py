@@ -10,6 +10,8 @@ Protocol (METHODS.md §4):
   (epochs × kept size / batch size);
 * D_p check: EEPrune's discarded set at `dp_ratio` is trained on the same way;
 * exit-location ablation: EEPrune scored with its exit before / middle / after;
+* two readings of the ratio for the scorers in `class_balanced` (default EEPrune): over
+  the whole set, and class-balanced (method label `<scorer>+cb`);
 * a full-data run per seed gives the unpruned reference and the cost of one full training
   run that scorer costs are compared with.
 Every finished training run is appended to `runs.jsonl` at once (a rerun skips what is
@@ -156,13 +158,18 @@ def run_evaluation(cfg: PruneDataConfig) -> Evaluation:
         for r in sorted(ratios):
             if loc is not None and r != cfg.ablation_ratio:
                 continue
-            kf = to_keep_file(scorer, train, res, r, cfg.model,
-                              budget_for(cfg, scorer, loc), sha)
-            keeps[(label, r)] = kf
-            ev.discard_per_class[label][str(r)] = per_class_discard(train, kf)
-            write_keep_file(kf, out / "keep" / f"{label}-r{round(r * 100)}.json")
-            if scorer == "eeprune":
-                ev.scorer_meta[f"{label}@{r}"] = kf.provenance["meta"]
+            balanced = [False, True] if loc is None and scorer in cfg.class_balanced else [False]
+            for cb in balanced:
+                name = f"{label}+cb" if cb else label
+                if cb and r not in cfg.ratios:
+                    continue
+                kf = to_keep_file(scorer, train, res, r, cfg.model,
+                                  budget_for(cfg, scorer, loc), sha, class_balanced=cb)
+                keeps[(name, r)] = kf
+                ev.discard_per_class.setdefault(name, {})[str(r)] = per_class_discard(train, kf)
+                write_keep_file(kf, out / "keep" / f"{name}-r{round(r * 100)}.json")
+                if scorer == "eeprune":
+                    ev.scorer_meta[f"{name}@{r}"] = kf.provenance["meta"]
 
     # 2. training from scratch, seeds outermost so every seed's picture completes in turn
     order = sorted(cfg.ratios, key=lambda r: abs(r - 0.5))
@@ -191,6 +198,11 @@ def run_evaluation(cfg: PruneDataConfig) -> Evaluation:
                     kf = keeps[(scorer, r)]
                     run(f"{scorer}/r{r}/s{seed}", kf.subset(train, sha), method=scorer, ratio=r,
                         seed=seed, subset="kept")
+                for scorer in cfg.class_balanced:
+                    if scorer in cfg.scorers:
+                        name = f"{scorer}+cb"
+                        run(f"{name}/r{r}/s{seed}", keeps[(name, r)].subset(train, sha),
+                            method=name, ratio=r, seed=seed, subset="kept")
             if cfg.dp_check and "eeprune" in cfg.scorers:
                 kf = keeps[("eeprune", cfg.dp_ratio)]
                 run(f"eeprune-Dp/r{cfg.dp_ratio}/s{seed}", kf.discarded_subset(train, sha),

@@ -24,6 +24,9 @@ scores into the kept set for a pruning ratio, and `Scorer.prune` does both and r
 GraNd is not offered: on these budgets it needs per-sample gradients of the whole
 network, which costs more than the methods it is meant to be cheaper than.
 Ties are broken by a seeded random order, so equal scores never follow class order.
+Two readings of "discard the lowest-scored ratio": over the whole set (the papers), or
+class-balanced (`keep_indices(..., labels=...)`: each class loses the same fraction);
+the harness evaluates both for the scorers listed in `class_balanced`.
 """
 
 from __future__ import annotations
@@ -87,13 +90,33 @@ def check_data(data: ImageSplit, num_classes: int) -> None:
     check_labels(data.labels, num_classes, "training labels")
 
 
-def keep_indices(scores: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
-    """Sorted indices of the kept samples: discard round(ratio·N) lowest scores."""
+def keep_indices(scores: np.ndarray, ratio: float, seed: int = 0,
+                 labels: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of the kept samples: discard the round(ratio·N) lowest scores.
+
+    With `labels` (class-balanced reading), every class loses the same fraction: the
+    lowest-scored round(ratio·N_k) of class k, quotas rounded by largest remainder so the
+    total is still exactly round(ratio·N).
+    """
     check_ratio(ratio)
     n = len(scores)
     tiebreak = np.random.default_rng(seed).random(n)
     order = np.lexsort((tiebreak, scores))  # ascending score, random among ties
-    return np.sort(order[round(ratio * n):])
+    total = round(ratio * n)
+    if labels is None:
+        return np.sort(order[total:])
+    classes, counts = np.unique(labels, return_counts=True)
+    want = ratio * counts
+    quota = np.floor(want).astype(int)
+    extra = total - quota.sum()
+    quota[np.argsort(-(want - quota), kind="stable")[:extra]] += 1
+    drop = []
+    for k, q in zip(classes, quota, strict=True):
+        members = order[labels[order] == k]  # class k, ascending score
+        drop.append(members[:q])
+    mask = np.ones(n, bool)
+    mask[np.concatenate(drop)] = False
+    return np.flatnonzero(mask)
 
 
 class Scorer:
@@ -114,9 +137,10 @@ class Scorer:
 
 
 def to_keep_file(name: str, data: ImageSplit, res: ScoreResult, ratio: float, model: str,
-                 budget: ScoreBudget, data_sha256: str | None = None) -> KeepFile:
-    kept = keep_indices(res.scores, ratio, budget.seed)
-    meta = dict(res.meta)
+                 budget: ScoreBudget, data_sha256: str | None = None,
+                 class_balanced: bool = False) -> KeepFile:
+    kept = keep_indices(res.scores, ratio, budget.seed, data.labels if class_balanced else None)
+    meta = dict(res.meta, class_balanced=class_balanced)
     if name == "eeprune":
         meta.update(eeprune_ratio_meta(res, kept))
     prov = {"scorer": name, "ratio": ratio, "seed": budget.seed, "epochs": budget.epochs,
