@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,10 @@ def _train_eval(cfg: PruneDataConfig, train: ImageSplit, test: ImageSplit, seed:
     k = cfg.num_classes or len(train.classes)
     model = get_factory(cfg.model)(train.images.shape[-1], k, seed)
     tcfg = TrainConfig(cfg.train_epochs, cfg.batch_size, cfg.lr, seed=seed)
+    cpu0 = time.process_time()
     wall = fit(model, train, tcfg, desc=desc, progress=cfg.progress)
     return {"test_accuracy": accuracy(model, test), "train_wall_s": wall,
+            "train_cpu_s": time.process_time() - cpu0,
             "n_train": len(train), "steps": tcfg.steps(len(train))}
 
 

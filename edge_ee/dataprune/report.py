@@ -47,8 +47,14 @@ def summarize(ev: Evaluation) -> list[dict[str, Any]]:
                      "n_train": rs[0]["n_train"], "steps": rs[0]["steps"],
                      "acc_mean": float(acc.mean()),
                      "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                     "train_wall_s_mean": float(np.mean([r["train_wall_s"] for r in rs]))})
+                     "train_wall_s_mean": float(np.mean([r["train_wall_s"] for r in rs])),
+                     "train_cpu_s_mean": _mean_or_none([r.get("train_cpu_s") for r in rs])})
     return rows
+
+
+def _mean_or_none(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def _find(rows, method, ratio, subset="kept"):
@@ -63,6 +69,7 @@ def _fmt(row) -> str:
 def cost_rows(ev: Evaluation, rows) -> list[dict[str, Any]]:
     full = _find(rows, "full", 0.0, "all")
     full_s = full["train_wall_s_mean"] if full else None
+    full_cpu = full["train_cpu_s_mean"] if full else None
     out = []
     for label, c in ev.scorer_costs.items():
         e = c.get("energy_mj")
@@ -70,7 +77,8 @@ def cost_rows(ev: Evaluation, rows) -> list[dict[str, Any]]:
                     "energy_wh": None if e is None else e / 3.6e6,
                     "energy_estimated": c.get("energy_estimated"),
                     "power_source": c.get("power_source"),
-                    "fraction_of_full_training": None if not full_s else c["wall_s"] / full_s})
+                    "fraction_of_full_training": None if not full_s else c["wall_s"] / full_s,
+                    "cpu_fraction_of_full_training": None if not full_cpu else c["cpu_s"] / full_cpu})
     return out
 
 
@@ -177,12 +185,15 @@ def write_report(ev: Evaluation, out: str | Path, published: dict[str, str] | No
                "Energy is **estimated** (profile model of idle + whole-machine CPU utilisation; "
                "on a shared machine it includes other users' load) wherever marked; CPU "
                "seconds are this process's own.", "",
-               _table(["scorer", "wall s", "CPU s", "energy Wh", "fraction of one full training run"],
+               _table(["scorer", "wall s", "CPU s", "energy Wh", "wall / full training run",
+                       "CPU / full training run"],
                       [[c["scorer"], f"{c['wall_s']:.1f}", f"{c['cpu_s']:.1f}",
                         "–" if c["energy_wh"] is None else
                         f"{c['energy_wh']:.4f}{' (estimated)' if c['energy_estimated'] else ''}",
                         "–" if c["fraction_of_full_training"] is None else
-                        f"{c['fraction_of_full_training']:.2f}"] for c in costs])]
+                        f"{c['fraction_of_full_training']:.2f}",
+                        "–" if c["cpu_fraction_of_full_training"] is None else
+                        f"{c['cpu_fraction_of_full_training']:.2f}"] for c in costs])]
     meta = {k: v for k, v in ev.scorer_meta.items() if k.startswith("eeprune") and "@0" in k}
     if meta:
         md += ["", "## EEPrune at each ratio (our exact-ratio ranking)", "",
