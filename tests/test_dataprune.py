@@ -52,6 +52,12 @@ def test_keep_indices_exact_ratio_and_random_ties() -> None:
     # 300 discarded among the 500 tied zeros, not the first 300 indices
     assert not np.array_equal(np.setdiff1d(np.arange(1000), kept), np.arange(300))
     assert len(keep_indices(scores, 0.0)) == 1000
+    # class-balanced reading: every class loses the same fraction, total still exact
+    labels = np.arange(1000) % 3
+    kb = keep_indices(scores, 0.3, seed=0, labels=labels)
+    assert len(kb) == 700
+    lost = [1 - np.isin(np.flatnonzero(labels == k), kb).mean() for k in range(3)]
+    assert max(lost) - min(lost) < 0.01
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(ConfigError, match=r"outside \[0, 1\)"):
             keep_indices(scores, bad)
@@ -191,8 +197,9 @@ def test_harness_and_report(tmp_path) -> None:
                           progress=False, ablation_ratio=0.5)
     ev = run_evaluation(cfg)
     keys = {r["key"] for r in ev.runs}
-    assert keys == {"full/s0", "random/r0.5/s0", "eeprune/r0.5/s0", "eeprune-Dp/r0.5/s0",
-                    "eeprune@before/r0.5/s0", "eeprune@after/r0.5/s0"}
+    assert keys == {"full/s0", "random/r0.5/s0", "eeprune/r0.5/s0", "eeprune+cb/r0.5/s0",
+                    "eeprune-Dp/r0.5/s0", "eeprune@before/r0.5/s0", "eeprune@after/r0.5/s0"}
+    assert ev.discard_per_class["eeprune+cb"]["0.5"] == pytest.approx([0.5] * 10)
     by = {r["key"]: r for r in ev.runs}
     assert by["random/r0.5/s0"]["n_train"] == by["eeprune-Dp/r0.5/s0"]["n_train"] == 200
     assert by["random/r0.5/s0"]["steps"] == by["eeprune/r0.5/s0"]["steps"] == 13  # equal samples
@@ -205,6 +212,7 @@ def test_harness_and_report(tmp_path) -> None:
               "discard_heatmap.png", "runs.jsonl", "keep/eeprune-r50.json"):
         assert (tmp_path / "ev" / f).is_file(), f
     assert "discarded D_p" in md and "exit location" in md and "(estimated)" in md
+    assert "| eeprune+cb |" in md and by["full/s0"]["train_cpu_s"] > 0
     # a rerun resumes: nothing is trained again
     lines = (tmp_path / "ev" / "runs.jsonl").read_text().splitlines()
     run_evaluation(cfg)

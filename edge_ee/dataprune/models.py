@@ -20,19 +20,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from edge_ee.errors import ConfigError
-from edge_ee.exitnet import ExitNet, from_sequential
-from edge_ee.models.small_cnn import conv_bn, small_cnn
+
+if TYPE_CHECKING:  # torch is imported when a model is built, so config checks stay light
+    from torch import nn
+
+    from edge_ee.exitnet import ExitNet
 
 LOCATIONS = ("before", "middle", "after")
 
 
 def compact_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
     """Four conv blocks (16-32-32-64, stride 2 at blocks 0, 1, 3) + pool + linear."""
+    from torch import nn
+
+    from edge_ee.models.small_cnn import conv_bn
     return nn.Sequential(
         conv_bn(in_channels, 16, 2),
         conv_bn(16, 32, 2),
@@ -44,6 +48,7 @@ def compact_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
 
 def mlp(in_channels: int = 1, num_classes: int = 10, side: int = 28) -> nn.Sequential:
     """Three hidden layers (256-256-128, ReLU) on the flattened side×side image."""
+    from torch import nn
     return nn.Sequential(
         nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, 256), nn.ReLU()),
         nn.Sequential(nn.Linear(256, 256), nn.ReLU()),
@@ -59,17 +64,25 @@ class ModelFactory:
     name: str
     builder: Callable[[int, int], nn.Sequential]
     locations: dict[str, int]
+    n_exits: int  # exit points: children of the Sequential but the last
 
     def __call__(self, in_channels: int, num_classes: int, seed: int = 0) -> nn.Sequential:
+        import torch
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             return self.builder(in_channels, num_classes)
 
 
+def _small_cnn(in_channels: int, num_classes: int) -> nn.Sequential:
+    from edge_ee.models.small_cnn import small_cnn
+    return small_cnn(in_channels, num_classes)
+
+
 MODELS: dict[str, ModelFactory] = {
-    "compact-cnn": ModelFactory("compact-cnn", compact_cnn, {"before": 0, "middle": 1, "after": 2}),
-    "mlp": ModelFactory("mlp", mlp, {"before": 0, "middle": 1, "after": 2}),
-    "small-cnn": ModelFactory("small-cnn", small_cnn, {"before": 1, "middle": 2, "after": 3}),
+    "compact-cnn": ModelFactory("compact-cnn", compact_cnn,
+                                {"before": 0, "middle": 1, "after": 2}, 4),
+    "mlp": ModelFactory("mlp", mlp, {"before": 0, "middle": 1, "after": 2}, 3),
+    "small-cnn": ModelFactory("small-cnn", _small_cnn, {"before": 1, "middle": 2, "after": 3}, 5),
 }
 
 
@@ -86,13 +99,14 @@ def make_model(name: str, in_channels: int, num_classes: int, seed: int = 0) -> 
 
 def to_exitnet(seq: nn.Sequential, input_shape: tuple[int, ...], name: str) -> ExitNet:
     """Cut after every child but the last (the classifier): exit points 0..len-2."""
+    from edge_ee.exitnet import from_sequential
     return from_sequential(seq, list(range(len(seq) - 1)), input_shape, name)
 
 
 def exit_point(name: str, location: str | int) -> int:
     """`before` / `middle` / `after` (or an exit index, also as a string) → exit index."""
     fac = get_factory(name)
-    n = len(fac(1, 2)) - 1
+    n = fac.n_exits
     if isinstance(location, str) and location.strip().lstrip("-").isdigit():
         location = int(location)
     if isinstance(location, int):

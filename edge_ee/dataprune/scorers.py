@@ -40,7 +40,6 @@ import numpy as np
 from edge_ee.data import ImageSplit, check_labels
 from edge_ee.dataprune.keepfile import KeepFile, dataset_sha256
 from edge_ee.dataprune.models import exit_point, get_factory, to_exitnet
-from edge_ee.dataprune.training import TrainConfig, fit, predict
 from edge_ee.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -195,6 +194,7 @@ class EL2NScorer(Scorer):
     name = "el2n"
 
     def score(self, data, model, budget, num_classes=None, progress=True):
+        from edge_ee.dataprune.training import TrainConfig, fit, predict
         total = np.zeros(len(data))
         accs = []
         for s in range(budget.seeds):
@@ -213,6 +213,7 @@ class ForgettingScorer(Scorer):
     name = "forgetting"
 
     def score(self, data, model, budget, num_classes=None, progress=True):
+        from edge_ee.dataprune.training import TrainConfig, fit
         net, _ = _fresh(data, model, num_classes, budget.seed)
         n = len(data)
         prev = np.zeros(n, bool)
@@ -238,6 +239,7 @@ class EEPruneScorer(Scorer):
     name = "eeprune"
 
     def score(self, data, model, budget, num_classes=None, progress=True):
+        from edge_ee.dataprune.training import TrainConfig, predict
         from edge_ee.exits.trained import TrainExitsConfig, attach_exits, train_exits
 
         idx = exit_point(model, budget.exit)
