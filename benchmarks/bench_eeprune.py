@@ -4,7 +4,8 @@ Sized for two shared CPU cores (one torch thread per process; run the two data s
 two processes):
 
   nice -n 10 python benchmarks/bench_eeprune.py --dataset fashion-mnist   # full 60k / 10k
-  nice -n 10 python benchmarks/bench_eeprune.py --dataset cifar10         # 2,000 per class
+  nice -n 10 python benchmarks/bench_eeprune.py --dataset cifar10         # 1,000 per class
+  nice -n 10 python benchmarks/bench_eeprune.py --dataset fashion-mnist-long  # side study
 
 Models (edge_ee/dataprune/models.py), trained from scratch with SGD + one-cycle, no
 augmentation: Fashion-MNIST (full 60k / 10k) an `mlp` for 3 epochs; CIFAR-10 the
@@ -35,9 +36,16 @@ PUBLISHED = {
 }
 
 SETTINGS = {
-    "fashion-mnist": dict(model="mlp", train_epochs=3.0, score_epochs=0.375, el2n_epochs=1.0),
-    "cifar10": dict(model="compact-cnn", train_per_class=1000, train_epochs=5.0,
-                    score_epochs=0.625, el2n_epochs=1.0),
+    "fashion-mnist": dict(dataset="fashion-mnist", model="mlp", train_epochs=3.0,
+                          score_epochs=0.375, el2n_epochs=1.0),
+    "cifar10": dict(dataset="cifar10", model="compact-cnn", train_per_class=1000,
+                    train_epochs=5.0, score_epochs=0.625, el2n_epochs=1.0),
+    # side study: does keeping hard samples pay off once training is long enough?
+    # 1,000 per class, 15 epochs per run; random vs EEPrune (both readings) at 30 / 50 %
+    "fashion-mnist-long": dict(dataset="fashion-mnist", model="mlp", train_per_class=1000,
+                               train_epochs=15.0, score_epochs=1.875,
+                               scorers=("random", "eeprune"), ratios=(0.3, 0.5),
+                               dp_check=False, exit_ablation=False),
 }
 
 
@@ -48,7 +56,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = PruneDataConfig(dataset=a.dataset, evaluate=True,
+    cfg = PruneDataConfig(evaluate=True,
                           seeds=tuple(int(s) for s in a.seeds.split(",")), progress=False,
                           out=a.out or f"bench-out/eeprune-{a.dataset}", threads=1,
                           **SETTINGS[a.dataset])
