@@ -120,11 +120,13 @@ def plot_heatmap(ev: Evaluation, path: Path) -> None:
     methods = list(ev.discard_per_class)
     fig, axes = plt.subplots(1, len(ratios), figsize=(4.5 * len(ratios), 0.5 * len(methods) + 2.5),
                              squeeze=False)
-    for ax, r in zip(axes[0], ratios, strict=True):
-        ms = [m for m in methods if str(r) in ev.discard_per_class[m]]
-        grid = np.array([ev.discard_per_class[m][str(r)] for m in ms])
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_yticks(range(len(ms)), ms)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("0.85")  # methods not run at this ratio
+    for j, (ax, r) in enumerate(zip(axes[0], ratios, strict=True)):
+        grid = np.array([ev.discard_per_class[m].get(str(r), [np.nan] * len(ev.classes))
+                         for m in methods], float)
+        im = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap=cmap, aspect="auto")
+        ax.set_yticks(range(len(methods)), methods if j == 0 else [""] * len(methods))
         ax.set_xticks(range(len(ev.classes)), ev.classes, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{r:.0%} discarded")
     fig.colorbar(im, ax=axes[0].tolist(), label="fraction of the class discarded")
