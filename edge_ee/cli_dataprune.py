@@ -32,8 +32,7 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     p = subparsers.add_parser("prune-data", help="dataset pruning with an early-exit network "
                               "(EEPrune) against random, EL2N and forgetting")
     p.add_argument("--recipe", default=None, help="YAML file with config keys (flags win)")
-    p.add_argument("--check-keep", dest="check_keep", default=None,
-                   help="verify that this keep file belongs to the data, print its summary")
+    _flag(p, "check_keep", help="verify that this keep file belongs to the data, print its summary")
     _flag(p, "dataset", choices=("fashion-mnist", "cifar10"))
     _flag(p, "data", help="Fashion-MNIST folder or CIFAR-10 JPEG zip (default: shared data)")
     _flag(p, "train_per_class", int, help="class-balanced random subset of the train split")
@@ -73,7 +72,7 @@ def make_config(a: argparse.Namespace):  # -> PruneDataConfig
     from edge_ee.dataprune.models import exit_point
 
     merged = {**read_recipe(a.recipe),
-              **{k: v for k, v in vars(a).items() if k not in ("command", "recipe", "check_keep")}}
+              **{k: v for k, v in vars(a).items() if k not in ("command", "recipe")}}
     for key, typ in TUPLES.items():
         v = merged.get(key)
         if isinstance(v, str):
@@ -99,11 +98,11 @@ def cmd_prune_data(a: argparse.Namespace) -> int:
     from edge_ee.dataprune.scorers import to_keep_file
 
     torch.set_num_threads(cfg.threads)
-    if a.check_keep:
-        keep = read_keep_file(a.check_keep)
+    if cfg.check_keep:
+        keep = read_keep_file(cfg.check_keep)
         train, _ = load_data(cfg)
         keep.check(train)
-        print(f"{a.check_keep}: matches the data ({keep.n} samples, {len(keep.kept)} kept, "
+        print(f"{cfg.check_keep}: matches the data ({keep.n} samples, {len(keep.kept)} kept, "
               f"{keep.n - len(keep.kept)} discarded; scorer {keep.provenance.get('scorer')})")
         return 0
     if cfg.evaluate:

@@ -38,6 +38,7 @@ class PruneDataConfig:
     lr: float = 0.1
     seed: int = 0
     keep_out: str | None = None  # keep file to write (scoring mode)
+    check_keep: str | None = None  # verify that this keep file belongs to the data, then stop
     evaluate: bool = False
     scorers: tuple[str, ...] = ("random", "el2n", "forgetting", "eeprune")
     ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
