@@ -24,7 +24,7 @@ from typing import Any
 from edge_ee.cli_training import _flag, build, read_recipe
 from edge_ee.errors import ConfigError
 
-TUPLES = {"scorers": str, "ratios": float, "seeds": int}
+TUPLES = {"scorers": str, "ratios": float, "seeds": int, "class_balanced": str}
 BOOLS = ("evaluate", "dp_check", "exit_ablation", "progress")
 
 
@@ -55,6 +55,8 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     _flag(p, "scorers", help="--evaluate: comma-separated scorers")
     _flag(p, "ratios", help="--evaluate: comma-separated pruning ratios")
     _flag(p, "seeds", help="--evaluate: comma-separated training seeds")
+    _flag(p, "class_balanced", help="--evaluate: scorers also evaluated class-balanced "
+          "(each class loses the same fraction; default eeprune; '' for none)")
     _flag(p, "dp_ratio", float)
     _flag(p, "ablation_ratio", float)
     _flag(p, "out", help="report folder (--evaluate)")
