@@ -21,8 +21,10 @@ runs.jsonl.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
+from pathlib import Path
 
 from edge_ee.dataprune.config import PruneDataConfig
 from edge_ee.dataprune.harness import run_evaluation
@@ -47,6 +49,24 @@ SETTINGS = {
                                scorers=("random", "eeprune"), ratios=(0.5,),
                                dp_check=False, exit_ablation=False),
 }
+# side study: EEPrune with a longer scoring run (1 and 2 epochs = 1/3 and 2/3 of a full run)
+# on the main Fashion-MNIST setting; the full-data and random runs are identical to the
+# main run's and are reused from its runs.jsonl (same keys, same seeds, same settings)
+for _ep in (1, 2):
+    SETTINGS[f"fashion-mnist-score{_ep}"] = dict(
+        SETTINGS["fashion-mnist"], score_epochs=float(_ep), scorers=("random", "eeprune"),
+        ratios=(0.5,), dp_check=False, exit_ablation=False)
+REUSE = {f"fashion-mnist-score{_ep}": "fashion-mnist" for _ep in (1, 2)}
+
+
+def _reuse_runs(src: Path, dst: Path) -> None:
+    """Seed dst/runs.jsonl with src's full-data and random 50 % rows (same settings)."""
+    if (dst / "runs.jsonl").exists() or not (src / "runs.jsonl").is_file():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    rows = [ln for ln in (src / "runs.jsonl").read_text().splitlines()
+            if ln.strip() and json.loads(ln)["key"].startswith(("full/", "random/r0.5/"))]
+    (dst / "runs.jsonl").write_text("\n".join(rows) + "\n")
 
 
 def main() -> None:
@@ -60,6 +80,8 @@ def main() -> None:
                           seeds=tuple(int(s) for s in a.seeds.split(",")), progress=False,
                           out=a.out or f"bench-out/eeprune-{a.dataset}", threads=1,
                           **SETTINGS[a.dataset])
+    if a.dataset in REUSE:
+        _reuse_runs(Path(f"bench-out/eeprune-{REUSE[a.dataset]}"), Path(cfg.out))
     t0 = time.perf_counter()
     ev = run_evaluation(cfg)
     path = write_report(ev, cfg.out, PUBLISHED)
