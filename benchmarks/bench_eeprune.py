@@ -38,14 +38,15 @@ PUBLISHED = {
 }
 
 SETTINGS = {
-    "fashion-mnist": dict(dataset="fashion-mnist", model="mlp", train_epochs=3.0,
-                          score_epochs=0.375, el2n_epochs=1.0),
-    "cifar10": dict(dataset="cifar10", model="compact-cnn", train_per_class=1000,
-                    train_epochs=5.0, score_epochs=0.625, el2n_epochs=1.0),
+    "fashion-mnist": dict(dataset="fashion-mnist", model="mlp", score_schedule="constant",
+                          train_epochs=3.0, score_epochs=0.375, el2n_epochs=1.0),
+    "cifar10": dict(dataset="cifar10", model="compact-cnn", score_schedule="constant",
+                    train_per_class=1000, train_epochs=5.0, score_epochs=0.625,
+                    el2n_epochs=1.0),
     # side study: does keeping hard samples pay off once training is long enough?
     # 2,000 per class, 12 epochs per run; random vs EEPrune (both readings) at 50 %
-    "fashion-mnist-long": dict(dataset="fashion-mnist", model="mlp", train_per_class=2000,
-                               train_epochs=12.0, score_epochs=1.5,
+    "fashion-mnist-long": dict(dataset="fashion-mnist", model="mlp", score_schedule="constant",
+                               train_per_class=2000, train_epochs=12.0, score_epochs=1.5,
                                scorers=("random", "eeprune"), ratios=(0.5,),
                                dp_check=False, exit_ablation=False),
 }
@@ -57,15 +58,21 @@ for _ep in (1, 2):
         SETTINGS["fashion-mnist"], score_epochs=float(_ep), scorers=("random", "eeprune"),
         ratios=(0.5,), dp_check=False, exit_ablation=False)
 REUSE = {f"fashion-mnist-score{_ep}": "fashion-mnist" for _ep in (1, 2)}
+# EEPrune's early-exit network on the one-cycle schedule (the main runs used constant lr)
+for _d in ("fashion-mnist", "cifar10"):
+    SETTINGS[f"{_d}-onecycle"] = dict(SETTINGS[_d], score_schedule="one-cycle",
+                                      scorers=("random", "eeprune"), dp_check=False,
+                                      exit_ablation=False)
+    REUSE[f"{_d}-onecycle"] = _d
 
 
 def _reuse_runs(src: Path, dst: Path) -> None:
-    """Seed dst/runs.jsonl with src's full-data and random 50 % rows (same settings)."""
+    """Seed dst/runs.jsonl with src's full-data and random rows (same settings, same keys)."""
     if (dst / "runs.jsonl").exists() or not (src / "runs.jsonl").is_file():
         return
     dst.mkdir(parents=True, exist_ok=True)
     rows = [ln for ln in (src / "runs.jsonl").read_text().splitlines()
-            if ln.strip() and json.loads(ln)["key"].startswith(("full/", "random/r0.5/"))]
+            if ln.strip() and json.loads(ln)["key"].startswith(("full/", "random/"))]
     (dst / "runs.jsonl").write_text("\n".join(rows) + "\n")
 
 

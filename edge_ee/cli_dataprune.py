@@ -44,6 +44,8 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     _flag(p, "exit", help="EEPrune exit: before | middle | after | an exit index")
     _flag(p, "pool", int)
     _flag(p, "score_epochs", float, help="EEPrune's few-epoch training (fractions allowed)")
+    _flag(p, "score_schedule", choices=("one-cycle", "constant"),
+          help="EEPrune's training schedule (constant = train_exits' plain SGD)")
     _flag(p, "el2n_epochs", float)
     _flag(p, "el2n_seeds", int)
     _flag(p, "forgetting_epochs", float)

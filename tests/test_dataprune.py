@@ -203,7 +203,8 @@ def test_harness_and_report(tmp_path) -> None:
     by = {r["key"]: r for r in ev.runs}
     assert by["random/r0.5/s0"]["n_train"] == by["eeprune-Dp/r0.5/s0"]["n_train"] == 200
     assert by["random/r0.5/s0"]["steps"] == by["eeprune/r0.5/s0"]["steps"] == 13  # equal samples
-    assert all(0.1 < r["test_accuracy"] <= 1.0 for r in ev.runs)
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in ev.runs)
+    assert by["full/s0"]["test_accuracy"] > 0.35  # 400 samples, 26 steps: learned something
     assert ev.scorer_costs["eeprune"]["energy_estimated"] is True
     assert ev.scorer_costs["eeprune"]["wall_s"] > 0
     assert len(ev.discard_per_class["eeprune"]["0.5"]) == 10

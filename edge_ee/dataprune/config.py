@@ -30,6 +30,7 @@ class PruneDataConfig:
     exit: str = "middle"  # eeprune exit: before | middle | after | an exit index
     pool: int = 2
     score_epochs: float = 0.5  # eeprune's few-epoch training
+    score_schedule: str = "one-cycle"  # eeprune: one-cycle | constant
     el2n_epochs: float = 1.0
     el2n_seeds: int = 2
     forgetting_epochs: float | None = None  # None = train_epochs (a full run)

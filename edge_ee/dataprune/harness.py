@@ -68,7 +68,8 @@ def budget_for(cfg: PruneDataConfig, scorer: str, exit: str | int | None = None)
               "forgetting": cfg.forgetting_epochs or cfg.train_epochs}.get(scorer, 1.0)
     return ScoreBudget(epochs=epochs, seeds=cfg.el2n_seeds if scorer == "el2n" else 1,
                        exit=cfg.exit if exit is None else exit, pool=cfg.pool,
-                       batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+                       batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                       schedule=cfg.score_schedule)
 
 
 def score_with_cost(cfg: PruneDataConfig, train: ImageSplit, scorer: str,

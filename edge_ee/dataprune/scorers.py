@@ -6,8 +6,9 @@ scores into the kept set for a pruning ratio, and `Scorer.prune` does both and r
 `KeepFile`. One scoring serves every ratio (the ranking does not depend on it).
 
 * `eeprune` (Görmez, ACM TIST): train a fresh early-exit network (one linear exit at the
-  chosen location, trained jointly with the backbone by `edge_ee.exits.trained`) for a
-  few epochs (`budget.epochs`, fractions allowed). A sample may be discarded when the
+  chosen location, `edge_ee.exits.trained`'s model and joint loss Σ CE(exit) + CE(final))
+  for a few epochs (`budget.epochs`, fractions allowed), on the one-cycle schedule all
+  other runs use (`schedule="constant"`: `train_exits`' plain SGD). A sample may be discarded when the
   early exit is correct, the final exit is correct (no overthinking) and the early exit
   is confident. **Our choice** (the paper's way of reaching an exact ratio is not
   public): samples meeting the first two conditions are ranked by early-exit max-softmax
@@ -44,6 +45,8 @@ from edge_ee.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+SCHEDULES = ("one-cycle", "constant")
+
 
 @dataclass(frozen=True)
 class ScoreBudget:
@@ -56,8 +59,11 @@ class ScoreBudget:
     batch_size: int = 128
     lr: float = 0.1
     seed: int = 0
+    schedule: str = "one-cycle"  # eeprune: one-cycle (as every other run) | constant (train_exits)
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule {self.schedule!r} unknown; choose from {SCHEDULES}")
         if not self.epochs > 0:
             raise ConfigError(f"scoring epochs must be > 0, got {self.epochs}")
         if self.seeds < 1:
@@ -239,19 +245,32 @@ class EEPruneScorer(Scorer):
     name = "eeprune"
 
     def score(self, data, model, budget, num_classes=None, progress=True):
-        from edge_ee.dataprune.training import TrainConfig, predict
-        from edge_ee.exits.trained import TrainExitsConfig, attach_exits, train_exits
+        from edge_ee.dataprune.training import TrainConfig, fit, predict
+        from edge_ee.exits.trained import (
+            TrainExitsConfig,
+            attach_exits,
+            train_exits,
+            weighted_loss,
+        )
 
         idx = exit_point(model, budget.exit)
         seq, _ = _fresh(data, model, num_classes, budget.seed)
         _, h, w, c = data.images.shape
         net = to_exitnet(seq, (c, h, w), model)
         ee = attach_exits(net, [idx], budget.pool, budget.seed)
-        steps = TrainConfig(budget.epochs, budget.batch_size).steps(len(data))
-        cfg = TrainExitsConfig(mode="joint", exits=(idx,), pool=budget.pool, epochs=1,
-                               max_steps=steps, batch_size=budget.batch_size, lr=budget.lr,
-                               backbone_lr=budget.lr, seed=budget.seed)
-        train_exits(ee, data, cfg, progress=progress)
+        tcfg = TrainConfig(budget.epochs, budget.batch_size, budget.lr, seed=budget.seed)
+        steps = tcfg.steps(len(data))
+        if budget.schedule == "constant":  # train_exits' joint mode: plain SGD, constant lr
+            cfg = TrainExitsConfig(mode="joint", exits=(idx,), pool=budget.pool, epochs=1,
+                                   max_steps=steps, batch_size=budget.batch_size, lr=budget.lr,
+                                   backbone_lr=budget.lr, seed=budget.seed)
+            train_exits(ee, data, cfg, progress=progress)
+        else:  # the same joint loss on the one-cycle schedule every other run here uses
+            def joint(m, x, y):
+                outs = m(x)
+                return weighted_loss(outs, y, [1.0] * len(outs)), outs[-1]
+            fit(ee, data, tcfg, loss_fn=joint, desc="eeprune early-exit training",
+                progress=progress)
         early, final = predict(ee, data)
         y = data.labels
         early_ok = early.argmax(1) == y
@@ -264,6 +283,7 @@ class EEPruneScorer(Scorer):
                  early_ok.mean(), final_ok.mean(), cand.sum())
         return ScoreResult(scores, {
             "exit_index": idx, "exit_location": str(budget.exit), "train_steps": steps,
+            "schedule": budget.schedule,
             "early_train_accuracy": float(early_ok.mean()),
             "final_train_accuracy": float(final_ok.mean()),
             "candidates": int(cand.sum()), "candidate_fraction": float(cand.mean()),
