@@ -6,13 +6,16 @@ two processes):
   nice -n 10 python benchmarks/bench_eeprune.py --dataset fashion-mnist   # full 60k / 10k
   nice -n 10 python benchmarks/bench_eeprune.py --dataset cifar10         # 1,000 per class
   nice -n 10 python benchmarks/bench_eeprune.py --dataset fashion-mnist-long  # side study
+  nice -n 10 python benchmarks/bench_eeprune.py --dataset fashion-mnist-onecycle  # after the
+  nice -n 10 python benchmarks/bench_eeprune.py --dataset cifar10-onecycle  # two main runs
 
 Models (edge_ee/dataprune/models.py), trained from scratch with SGD + one-cycle, no
 augmentation: Fashion-MNIST (full 60k / 10k) an `mlp` for 3 epochs; CIFAR-10 the
 `compact-cnn` for 5 epochs on a class-balanced random 10k of the 50k training images
 (the full 10k test split). Sized for a machine whose two cores were shared by ~7
 processes. EEPrune trains its early-exit network for 1/8 of a full run (0.375 / 0.625
-epoch); EL2N 1 epoch × 2 seeds; forgetting a full run. Ratios 30/50/70 %, seeds
+epoch; constant lr in the main settings, one-cycle in `*-onecycle`); EL2N 1 epoch × 2
+seeds; forgetting a full run. Ratios 30/50/70 %, seeds
 0, 1, 2; D_p at 50 %; exit location at 30 %. Output (tables, figures, report.md/html,
 keep files, runs.jsonl) under bench-out/eeprune-<dataset>/; a rerun resumes from
 runs.jsonl.
@@ -61,8 +64,7 @@ REUSE = {f"fashion-mnist-score{_ep}": "fashion-mnist" for _ep in (1, 2)}
 # EEPrune's early-exit network on the one-cycle schedule (the main runs used constant lr)
 for _d in ("fashion-mnist", "cifar10"):
     SETTINGS[f"{_d}-onecycle"] = dict(SETTINGS[_d], score_schedule="one-cycle",
-                                      scorers=("random", "eeprune"), dp_check=False,
-                                      exit_ablation=False)
+                                      scorers=("random", "eeprune"))
     REUSE[f"{_d}-onecycle"] = _d
 
 
