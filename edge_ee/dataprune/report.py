@@ -35,6 +35,16 @@ def _atomic_text(path: Path, text: str) -> None:
         raise
 
 
+def _save_figure(fig, path: Path, **kw) -> None:
+    """savefig through a temporary file in the same folder, then rename."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, **kw)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def summarize(ev: Evaluation) -> list[dict[str, Any]]:
     """One row per (method, ratio, subset): mean/std test accuracy over seeds."""
     groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
@@ -107,7 +117,7 @@ def plot_accuracy(rows, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -130,7 +140,7 @@ def plot_heatmap(ev: Evaluation, path: Path) -> None:
         ax.set_xticks(range(len(ev.classes)), ev.classes, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{r:.0%} discarded")
     fig.colorbar(im, ax=axes[0].tolist(), label="fraction of the class discarded")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
