@@ -164,7 +164,7 @@ def _extensions() -> list:
     mods = []
     for name in ("edge_ee.cli_training", "edge_ee.cli_device", "edge_ee.cli_seg",
                  "edge_ee.cli_models", "edge_ee.cli_sign", "edge_ee.cli_cluster",
-                 "edge_ee.cli_lm"):
+                 "edge_ee.cli_lm", "edge_ee.cli_dataprune"):
         try:
             mods.append(importlib.import_module(name).register)
         except ModuleNotFoundError as err:
