@@ -193,10 +193,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
-    import logging
-
     from edge_ee.build import build_bundle
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
     build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
                  formats=formats, int8=a.int8)
