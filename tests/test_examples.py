@@ -28,3 +28,17 @@ def test_own_model_example(tmp_path: Path, data_dir: Path) -> None:
     acc = float(out.split("device executor on 300 images: accuracy ")[1].split(",")[0])
     assert acc > 0.7
     assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_segmentation_example(tmp_path: Path, data_dir: Path) -> None:
+    out = _example("segmentation_cbt.py", tmp_path, data_dir)
+    line = out.strip().splitlines()[-1]
+    assert "6 CamVid test images on the device executor: mIoU" in line
+    assert float(line.split(", ")[1].split(" of the full")[0]) < 1.0  # tokens really exit
+
+
+def test_clustering_example(tmp_path: Path, data_dir: Path) -> None:
+    out = _example("clustering.py", tmp_path, data_dir)
+    assert "device runner on 200 test images: accuracy" in out
+    frac = float(out.split("with exits accuracy")[1].split(" at ")[1].split(" of the FLOPs")[0])
+    assert frac < 0.9
