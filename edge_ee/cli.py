@@ -76,13 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default=None, help="Fashion-MNIST IDX folder "
                    "(default: /usr/share/datasets/fashion-mnist or ../shared/data)")
     d.add_argument("--out", default="edge-ee-demo")
+    d.add_argument("--model", default="fashion-resnet", choices=("fashion-resnet", "fashion-cnn"),
+                   help="shipped network: fashion-resnet (~100 MFLOPs, the default) or the "
+                        "11 MFLOPs fashion-cnn (too small for exits to save time)")
     d.add_argument("--train-epochs", type=int, default=0,
-                   help="train the CNN now for N epochs instead of using the shipped weights")
-    d.add_argument("--samples", type=int, default=1000, help="test images to run on the runner")
+                   help="train the network now for N epochs instead of using the shipped weights")
+    d.add_argument("--fit-samples", type=int, default=12000,
+                   help="class-balanced training images for exit statistics and calibration")
+    d.add_argument("--samples", type=int, default=2000,
+                   help="class-balanced test images for test accuracy and the runner")
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--pure-flops", action="store_true",
-                   help="choose thresholds on FLOPs alone, without the measured call overhead")
+                   help="choose thresholds on FLOPs alone, without the measured boundary costs")
     _fit_args(d)
+    d.set_defaults(calib_fraction=0.25)  # of --fit-samples: 3000 calibration images
 
     b = sub.add_parser("build", help="fit training-free exits, calibrate, export a bundle")
     b.add_argument("--model", required=True,
@@ -143,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from edge_ee.demo import DemoConfig, run_demo
-    run_demo(DemoConfig(data=a.data, out=a.out, train_epochs=a.train_epochs,
-                        samples=a.samples, threads=a.threads, fit=_fit_config(a),
-                        latency_aware=not a.pure_flops))
+    run_demo(DemoConfig(data=a.data, out=a.out, model=a.model, train_epochs=a.train_epochs,
+                        fit_samples=a.fit_samples, samples=a.samples, threads=a.threads,
+                        fit=_fit_config(a), latency_aware=not a.pure_flops))
     return 0
 
 

@@ -94,6 +94,7 @@ class FittedExits:
     path: list[OperatingPoint]
     chosen: OperatingPoint | None = None
     config: FitConfig | None = None  # what fit_exits used (measured boundary costs included)
+    exit_overhead: dict | None = None  # how the charged boundary costs were measured, and where
 
 
 def table_for(heads: Sequence[ExitHead | None], scores: ExitScores, costs: CostTable) -> ExitTable:
@@ -126,10 +127,13 @@ def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = 
                                             cfg.batch_size, cfg.seed, progress)
     costs = cost_table(net, heads)
     table = table_for(heads, calib, costs)
+    overhead = None
     if cfg.latency_aware:
-        from edge_ee.boundary import measure_boundary_flops
-        cfg = replace(cfg, exit_overhead_flops=measure_boundary_flops(net, heads, costs.full_flops))
-    fitted = FittedExits(heads, costs, table, secs, [], config=cfg)
+        from edge_ee.boundary import measure_boundaries
+        measured = measure_boundaries(net, heads, costs.full_flops, costs.head_flops)
+        cfg = replace(cfg, exit_overhead_flops=measured.overhead_flops)
+        overhead = measured.to_json()
+    fitted = FittedExits(heads, costs, table, secs, [], config=cfg, exit_overhead=overhead)
     if choose:
         choose_thresholds(fitted, cfg, progress)
     return fitted
@@ -173,7 +177,7 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
         "split": f"held-out {cfg.calib_fraction:.0%} of the training split",
         "exit_spec": cfg.exit_spec.label, "search": cfg.search, "max_drop": cfg.max_drop,
         "budget": cfg.budget, "exit_overhead_flops": cfg.exit_overhead_flops,
-        "latency_aware": cfg.latency_aware,
+        "latency_aware": cfg.latency_aware, "exit_overhead": fitted.exit_overhead,
         "fit_seconds": fitted.fit_seconds,
         "point": fitted.chosen.to_json(), "test_point": on_test.to_json(),
         "full_accuracy": {"calibration": fitted.calib.full_accuracy, "test": test.full_accuracy},

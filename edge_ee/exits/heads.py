@@ -9,6 +9,14 @@ Scorers (registered in `SCORER_CLASSES`):
 Confidence criteria (registered in `CONFIDENCE_CLASSES`): `max_softmax`, `margin`
 (top-1 − top-2 score) and `temperature` (max softmax(z/T)). Every constant (means,
 normalisers, T, threshold) is a buffer, so it is baked into the exported graph.
+
+Two forms of the same maths. Calibration uses `raw_scores` (unscaled, what the search
+stores) then `decide`. The exported graph (`forward`) uses each scorer's lean form
+`scaled`, which folds every constant into one Gemm's weight and bias: E2CM is
+ReduceSumSquare, Gemm(x, −2μᵀ, ‖μ‖²), Add, Relu, Sqrt, Mul(−scale) (16 → 12 graph nodes
+with max-softmax); the linear/LDA scorer is Sub(centre), Gemm(W·scale, b·scale)
+(10 → 8). Same decisions (the export validation checks them against `decide`);
+`benchmarks/bench_lean_heads.py` measures each head in µs on onnxruntime, before/after.
 """
 
 from __future__ import annotations
@@ -62,6 +70,11 @@ class ClassMeanScorer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw(x) * self.scale
 
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` in the fewest operators: z = √max(0, ‖x‖² + Gemm(x, −2μᵀ, ‖μ‖²)) · (−scale)."""
+        d2 = torch.addmm(self.mean_sq, x, self.means_t * -2.0) + x.square().sum(1, keepdim=True)
+        return d2.relu().sqrt() * self.scale.neg()
+
     def extra_flops(self, dim: int) -> int:
         """METHODS §1 counts the distance as K·(3D−1); the MatMul's 2KD are counted by torch."""
         k = self.means_t.shape[1]
@@ -99,6 +112,11 @@ class LinearScorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw(x) * self.scale
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` in the fewest operators: Gemm(x − c, W·scale, b·scale) (the centre is
+        kept: folding it into the bias would reintroduce the cancellation it avoids)."""
+        return torch.addmm(self.bias * self.scale, x - self.center, self.weight_t * self.scale)
 
     def extra_flops(self, dim: int) -> int:
         return 2 * self.weight_t.shape[1]
@@ -155,7 +173,22 @@ class ExitHead(nn.Module):
         conf = self.criterion(z)
         return z.argmax(dim=1), conf, conf > self.threshold
 
+    def scores(self, feature: torch.Tensor) -> torch.Tensor:
+        """Scaled scores z in the scorer's lean form where it has one (what is exported)."""
+        lean = getattr(self.scorer, "scaled", None)
+        if lean is None or type(self).raw_scores is not ExitHead.raw_scores:
+            return self.raw_scores(feature) * self.scorer.scale
+        return lean(self.transform(feature))
+
     def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The exported decision: `decide(raw_scores(f))` with the lean scores."""
+        z = self.scores(feature)
+        conf = self.criterion(z)
+        return z.argmax(dim=1), conf, conf > self.threshold
+
+    def reference_forward(self, feature: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same decision in the calibration form (for comparisons and benchmarks)."""
         return self.decide(self.raw_scores(feature))
 
     @property
