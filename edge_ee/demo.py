@@ -26,12 +26,19 @@ import torch
 from device_runners import cli as run_cli
 from device_runners.manifest import load_bundle
 from device_runners.results import load_results
-from edge_ee.data import atomic_save_npz, balanced_indices, load_fashion_mnist
+from edge_ee.data import ImageSplit, atomic_save_npz, balanced_indices, load_fashion_mnist
 from edge_ee.errors import ConfigError
 from edge_ee.exitnet import ExitNet, from_sequential
 from edge_ee.exits import ExitSpec
 from edge_ee.models.weights import sha256_file
-from edge_ee.pipeline import FitConfig, calibration_record, evaluate_split, export, fit_exits
+from edge_ee.pipeline import (
+    FitConfig,
+    FittedExits,
+    calibration_record,
+    evaluate_split,
+    export,
+    fit_exits,
+)
 from edge_ee.report import summarize, write_report
 
 MODELS = ("fashion-resnet", "fashion-cnn")
@@ -101,8 +108,21 @@ def saving_lines(full: dict, ee: dict) -> list[str]:
     return lines
 
 
-def run_demo(cfg: DemoConfig) -> Path:
-    t0 = time.perf_counter()
+@dataclass
+class DemoBuild:
+    """What steps 1–4 of the demo made: the network, its fitted exits and both bundles."""
+
+    net: ExitNet
+    fitted: FittedExits
+    full: Path
+    bundle: Path
+    sample: ImageSplit  # the class-balanced test sample
+    train: ImageSplit
+    test: ImageSplit
+
+
+def build_demo(cfg: DemoConfig) -> DemoBuild:
+    """Steps 1–4: data, network, exits with host-measured boundary costs, two bundles."""
     out = Path(cfg.out)
     _step(1, "loading Fashion-MNIST")
     train, test = load_fashion_mnist("train", cfg.data), load_fashion_mnist("test", cfg.data)
@@ -119,8 +139,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         print(f"      full network {fitted.exit_overhead['full_latency_ns'] / 1e3:.0f} µs here; "
               "a boundary costs " + " / ".join(f"{f:.0%}" for f in fr) + " of it (per exit "
               "point, host-measured); thresholds charge it per kept exit", file=sys.stderr)
-    idx = balanced_indices(test.labels, cfg.samples, cfg.fit.seed)
-    sample = test.subset(idx)
+    sample = test.subset(balanced_indices(test.labels, cfg.samples, cfg.fit.seed))
     table = evaluate_split(net, fitted.heads, sample, fitted.costs)
     on_test = table.evaluate(np.asarray(fitted.chosen.thresholds))
     kept = [i for i, h in enumerate(fitted.heads) if h is not None and h.enabled]
@@ -133,25 +152,37 @@ def run_demo(cfg: DemoConfig) -> Path:
                   monolithic=True, overwrite=True)
     bundle = export(net, fitted.heads, out / "bundle", test, f"{cfg.model}-e2cm",
                     calibration_record(fitted, fit_cfg, table), source, overwrite=True)
-    atomic_save_npz(out / "test_samples.npz", x=sample.images, y=sample.labels)
-    _step(5, f"running edge-ee-run on {len(sample)} class-balanced test images (full network, "
-             "then the exit-split bundle)")
-    for b, name in ((full, "full"), (bundle, "early-exit")):
+    return DemoBuild(net, fitted, full, bundle, sample, train, test)
+
+
+def run_bundles(build: DemoBuild, out: Path, threads: int = 1) -> list[dict]:
+    """Step 5: `edge-ee-run` on the sample, full network then early exit; their summaries."""
+    atomic_save_npz(out / "test_samples.npz", x=build.sample.images, y=build.sample.labels)
+    for b, name in ((build.full, "full"), (build.bundle, "early-exit")):
         code = run_cli.main([str(b), "--input", str(out / "test_samples.npz"),
                              "--out", str(out / f"results-{name}.json"),
-                             "--threads", str(cfg.threads), "--idle-s", "1",
+                             "--threads", str(threads), "--idle-s", "1",
                              "--min-duration-s", "2", "--quiet"])
         if code != 0:
             raise SystemExit(code)
+    return [summarize(load_results(out / f"results-{nm}.json"), load_bundle(b))
+            for b, nm in ((build.full, "full"), (build.bundle, "early-exit"))]
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    build = build_demo(cfg)
+    _step(5, f"running edge-ee-run on {len(build.sample)} class-balanced test images (full "
+             "network, then the exit-split bundle)")
+    sums = run_bundles(build, out, cfg.threads)
     _step(6, "report")
-    sums = [summarize(load_results(out / f"results-{nm}.json"), load_bundle(b))
-            for b, nm in ((full, "full"), (bundle, "early-exit"))]
     path = write_report(sums, ["full", "early-exit"], out)
     print(path.read_text())
     print("## What early exit saved (one run each, this machine)\n")
     for line in saving_lines(sums[0], sums[1]):
         print(f"- {line}")
-    print(f"done in {time.perf_counter() - t0:.0f} s; bundle at {bundle}, report at {path}",
+    print(f"done in {time.perf_counter() - t0:.0f} s; bundle at {build.bundle}, report at {path}",
           file=sys.stderr)
     return path
 

@@ -3,7 +3,9 @@
 Plain supervised training (AdamW, one-cycle schedule, random horizontal flips and
 translations). `ARCHS` names the architectures: `small-cnn` (`fashion_cnn.pt`, 4 epochs)
 and `fashion-resnet` (`fashion_resnet.pt`, the demo's network; made with
-`python -m edge_ee.train_cnn fashion-resnet 1` on 2 shared CPU cores, ~40 min).
+`OMP_WAIT_POLICY=PASSIVE python -m edge_ee.train_cnn fashion-resnet 2`, ~20 min on 2
+CPU cores shared with other jobs; without PASSIVE, OpenMP spinning under load made it
+~10× slower).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def save_state(model: torch.nn.Module, path: str | Path) -> Path:
     os.close(fd)
     try:
         torch.save(model.state_dict(), tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the asset is read by installs
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -86,7 +89,10 @@ if __name__ == "__main__":  # pragma: no cover - used to (re)make the shipped as
     from edge_ee.models.weights import sha256_file
     torch.set_num_threads(2)
     name = sys.argv[1] if len(sys.argv) > 1 else "small-cnn"
+    from edge_ee.data import balanced_indices
     tr, te = load_fashion_mnist("train"), load_fashion_mnist("test")
+    if len(sys.argv) > 3:  # a class-balanced subset of the training split
+        tr = tr.subset(balanced_indices(tr.labels, int(sys.argv[3])))
     m = train_small_cnn(tr, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 4, arch=name)
     out = save_state(m, f"edge_ee/assets/{'fashion_cnn' if name == 'small-cnn' else 'fashion_resnet'}.pt")
     digest = sha256_file(out)
