@@ -22,12 +22,18 @@ def load_model(model: str, data: str | None) -> tuple[ExitNet, ImageSplit, Image
         net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
         return (net, load_fashion_mnist("train", data), load_fashion_mnist("test", data),
                 sha256_file(asset_path()))
+    if model == "fashion-resnet":
+        from edge_ee.models import fashion_resnet as fr
+        net = from_sequential(fr.load_fashion_resnet(), list(fr.CUTS), (1, 28, 28), model)
+        return (net, load_fashion_mnist("train", data), load_fashion_mnist("test", data),
+                sha256_file(fr.asset_path()))
     p = Path(model)
     if p.suffix == ".npz":
         net = from_resnet_cifar(load_resnet_cifar(p))
         return (net, load_cifar10_jpeg("train", data), load_cifar10_jpeg("test", data),
                 sha256_file(p))
-    raise ModelError(f"unknown model {model!r}; pass 'fashion-cnn' or a CIFAR ResNet .npz")
+    raise ModelError(f"unknown model {model!r}; pass 'fashion-cnn', 'fashion-resnet' or a "
+                     "CIFAR ResNet .npz")
 
 
 def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="fit training-free exits, calibrate, export a bundle")
     b.add_argument("--model", required=True,
-                   help="path to CIFAR ResNet weights (resnetN.npz) or 'fashion-cnn'")
+                   help="path to CIFAR ResNet weights (resnetN.npz), 'fashion-cnn' or 'fashion-resnet'")
     b.add_argument("--data", default=None,
                    help="CIFAR-10 JPEG zip (ResNets) or Fashion-MNIST folder (fashion-cnn)")
     b.add_argument("--out", required=True, help="bundle folder to write")

@@ -35,23 +35,32 @@ def test_quantise_and_protocol() -> None:
     assert t.shape == (40, 2) and np.all(t > 0)
 
 
-@pytest.mark.shared_data
-@pytest.mark.parametrize("spec", ["e2cm", "e2cm:2", "lda:2", "e2cm:1:temperature",
-                                  "lda:2:margin"])
-def test_lean_head_decides_as_the_calibration_form(fashion, spec) -> None:
-    """Real features of the shipped CNN: the exported (lean) forward and the calibration
-    form `decide(raw_scores)` give the same predictions, confidences and exit flags."""
+SPECS = ["e2cm", "e2cm:2", "lda:2", "e2cm:1:temperature", "lda:2:margin"]
+
+
+@pytest.fixture(scope="module")
+def fitted_variants(fashion):
+    """The shipped CNN with every spec's heads at all 5 exits, fitted in one pass."""
     from edge_ee.exitnet import from_sequential
     from edge_ee.exits import ExitSpec
-    from edge_ee.exits.fit import batches
     from edge_ee.models.small_cnn import load_small_cnn
     from edge_ee.pipeline import fit_variants
     net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
-    train, test = fashion
-    (heads,), _, _ = fit_variants(net, train, [[ExitSpec.parse(spec)] * 5], progress=False)
-    x = torch.cat([b for b, _ in batches(test, 500)])
+    head_sets, _, _ = fit_variants(net, fashion[0], [[ExitSpec.parse(s)] * 5 for s in SPECS],
+                                   progress=False)
+    return net, dict(zip(SPECS, head_sets, strict=True))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("spec", SPECS)
+def test_lean_head_decides_as_the_calibration_form(fashion, fitted_variants, spec) -> None:
+    """Real features of the shipped CNN: the exported (lean) forward and the calibration
+    form `decide(raw_scores)` give the same predictions, confidences and exit flags."""
+    from edge_ee.exits.fit import batches
+    net, head_sets = fitted_variants
+    x = torch.cat([b for b, _ in batches(fashion[1], 500)])
     with torch.no_grad():
-        for stage, head in zip(net.stages, heads, strict=True):
+        for stage, head in zip(net.stages, head_sets[spec], strict=True):
             x = stage(x)
             ref = head.reference_forward(x)
             head.set_threshold(float(ref[1].median()))
@@ -66,19 +75,14 @@ def test_lean_head_decides_as_the_calibration_form(fashion, spec) -> None:
 
 
 @pytest.mark.shared_data
-def test_host_boundary_measurement_is_quantised_and_labelled(fashion) -> None:
+def test_host_boundary_measurement_is_quantised_and_labelled(fitted_variants) -> None:
     """Real exports and onnxruntime sessions: costs lie on the grid, the head FLOPs already
     counted are not charged twice, and the record says the host measured it."""
     from edge_ee.boundary import measure_boundaries
     from edge_ee.cost import cost_table
-    from edge_ee.exitnet import from_sequential
-    from edge_ee.exits import ExitSpec
-    from edge_ee.models.small_cnn import load_small_cnn
-    from edge_ee.pipeline import fit_variants
-    net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
-    spec = ExitSpec.parse("e2cm:2")
-    (heads,), _, _ = fit_variants(net, fashion[0], [[None, spec, None, spec, None]],
-                                  progress=False)
+    net, head_sets = fitted_variants
+    pooled = head_sets["e2cm:2"]
+    heads = [None, pooled[1], None, pooled[3], None]
     costs = cost_table(net, heads)
     proto = BoundaryProtocol(rounds=60, warmup_rounds=10, min_duration_s=0.2, grid=0.05)
     m = measure_boundaries(net, heads, costs.full_flops, costs.head_flops, proto)
