@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pure-flops", action="store_true",
                    help="choose thresholds on FLOPs alone, without the measured boundary costs")
     _fit_args(d)
-    d.set_defaults(calib_fraction=0.25)  # of --fit-samples: 3000 calibration images
+    # 3000 calibration images of --fit-samples; shared-covariance exits (see edge_ee/demo.py)
+    d.set_defaults(calib_fraction=0.25, exit_spec="lda:2")
 
     b = sub.add_parser("build", help="fit training-free exits, calibrate, export a bundle")
     b.add_argument("--model", required=True,

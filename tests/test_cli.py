@@ -41,7 +41,7 @@ def test_quick_start_demo_end_to_end(tmp_path: Path, data_dir: Path) -> None:
     assert ee["cost_fraction"] < 1.0 and full["cost_fraction"] == pytest.approx(1.0)
     assert ee["accuracy"] >= full["accuracy"] - 0.03
     man = json.loads((tmp_path / "demo" / "bundle" / "manifest.json").read_text())
-    assert man["model"]["name"] == "fashion-resnet-e2cm"
+    assert man["model"]["name"] == "fashion-resnet-lda-pool2-max_softmax"
     over = man["calibration"]["exit_overhead"]
     assert over["source"] == "host" and len(over["fraction"]) == 4
     y = np.load(tmp_path / "demo" / "test_samples.npz")["y"]
