@@ -103,7 +103,9 @@ def saving_lines(full: dict, ee: dict) -> list[str]:
     a, b = ef.get("energy_per_inference_mj"), ee_en.get("energy_per_inference_mj")
     if a and b:
         label = "estimated" if ef.get("is_estimate") or ee_en.get("is_estimate") else "measured"
-        lines.append(f"energy per inference ({label}, {ee_en.get('source')}): {b:.4f} mJ vs "
+        src = ee_en.get("source")
+        label += "" if src in (None, label) else f", {src}"
+        lines.append(f"energy per inference ({label}): {b:.4f} mJ vs "
                      f"{a:.4f} mJ full = {b / a:.2f}× ({1 - b / a:+.0%} saved)")
     else:
         lines.append("energy per inference: not available (no power source, or the run was "
