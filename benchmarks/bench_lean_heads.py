@@ -5,8 +5,9 @@
 Fits real E2CM (raw and 2×2-pooled) and LDA (2×2-pooled) heads at every exit of the
 shipped Fashion-MNIST network (statistics on a class-balanced 6000-image sample of the
 training split), then, per head, exports two head-only graphs (feature → prediction,
-confidence, exit flag): the **reference** form (`decide(raw_scores(f))`, how calibration
-computes it) and the **lean** form (`ExitHead.forward`, what bundles export). Each is
+confidence, exit flag): the **reference** form (adaptive AveragePool, then
+`decide(scorer.raw(f))`: the form bundles exported before) and the **lean** form
+(`ExitHead.forward`, what bundles export now: folded Gemm, ReduceMean for large pools). Each is
 timed on onnxruntime (1 thread, batch 1) interleaved with a no-op graph of the same input
 (`Identity`), over `--rounds` rounds; the head's cost is median(head) − median(no-op).
 Decisions of both exported forms are compared on the features of the whole test split.
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import onnx
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     from converters.onnx_export import export_onnx
@@ -70,7 +72,10 @@ def main() -> None:
             self.head = head
 
         def forward(self, x: torch.Tensor):
-            return self.head.reference_forward(x)
+            # before: AveragePool (adaptive) for every pooled head, unfolded scorer, decide
+            pool = self.head.transform.pool
+            f = (x if pool is None else F.adaptive_avg_pool2d(x, pool)).flatten(1)
+            return self.head.decide(self.head.scorer.raw(f))
 
     class Lean(Reference):
         def forward(self, x: torch.Tensor):
