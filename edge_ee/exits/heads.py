@@ -12,10 +12,11 @@ normalisers, T, threshold) is a buffer, so it is baked into the exported graph.
 
 Two forms of the same maths. Calibration uses `raw_scores` (unscaled, what the search
 stores) then `decide`. The exported graph (`forward`) uses each scorer's lean form
-`scaled`, which folds every constant into one Gemm's weight and bias: E2CM is
-Mul+ReduceSum (‖x‖²), Gemm(x, −2μᵀ, ‖μ‖²), Add, Relu, Sqrt, Mul(−scale) (15 → 13 nodes
-with max-softmax); the linear/LDA scorer is Sub(centre), Gemm(W·scale, b·scale)
-(10 → 8). Pooling over large windows is a Reshape + ReduceMean, not AveragePool (7×
+`scaled`, which folds every constant into one MatMul's weight and one bias (MatMul + Add,
+which onnxruntime fuses into one Gemm; written so rather than `addmm` because the int8
+paths look for the head's MatMul): E2CM is Mul+ReduceSum (‖x‖²), MatMul(x, −2μᵀ),
+Add(‖μ‖²), Add, Relu, Sqrt, Mul(−scale); the linear/LDA scorer is Sub(centre),
+MatMul(W·scale), Add(b·scale). Pooling over large windows is a Reshape + ReduceMean, not AveragePool (7×
 faster in onnxruntime at 28×28). Same decisions (the export validation checks them against `decide`);
 `benchmarks/bench_lean_heads.py` measures each head in µs on onnxruntime, before/after.
 """
@@ -79,8 +80,8 @@ class ClassMeanScorer(nn.Module):
         return self.raw(x) * self.scale
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
-        """`forward` in the fewest operators: z = √max(0, ‖x‖² + Gemm(x, −2μᵀ, ‖μ‖²)) · (−scale)."""
-        d2 = torch.addmm(self.mean_sq, x, self.means_t * -2.0) + (x * x).sum(1, keepdim=True)
+        """`forward` in the fewest operators: z = √max(0, ‖x‖² + x·(−2μᵀ) + ‖μ‖²) · (−scale)."""
+        d2 = x @ (self.means_t * -2.0) + self.mean_sq + (x * x).sum(1, keepdim=True)
         return d2.relu().sqrt() * self.scale.neg()
 
     def extra_flops(self, dim: int) -> int:
@@ -122,9 +123,9 @@ class LinearScorer(nn.Module):
         return self.raw(x) * self.scale
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
-        """`forward` in the fewest operators: Gemm(x − c, W·scale, b·scale) (the centre is
+        """`forward` in the fewest operators: (x − c)·(W·scale) + b·scale (the centre is
         kept: folding it into the bias would reintroduce the cancellation it avoids)."""
-        return torch.addmm(self.bias * self.scale, x - self.center, self.weight_t * self.scale)
+        return (x - self.center) @ (self.weight_t * self.scale) + self.bias * self.scale
 
     def extra_flops(self, dim: int) -> int:
         return 2 * self.weight_t.shape[1]
