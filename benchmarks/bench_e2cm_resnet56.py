@@ -31,7 +31,7 @@ from device_runners.manifest import load_bundle, prepare_input
 from edge_ee.boundary import measure_boundary_flops
 from edge_ee.calibrate import greedy_path, pick_budget, pick_max_drop, random_hull
 from edge_ee.cost import cost_table
-from edge_ee.data import load_cifar10_jpeg, shared_data_dir
+from edge_ee.data import balanced_indices, load_cifar10_jpeg, shared_data_dir
 from edge_ee.exitnet import from_resnet_cifar
 from edge_ee.exits import ExitSpec
 from edge_ee.exits.fit import batches, build_heads, fit_statistics, score_split
@@ -143,8 +143,9 @@ def interleaved_latency(bundles: dict[str, Path], x: np.ndarray, no_exit: set[st
 
 
 def remeasure(out: Path, n: int) -> None:
-    """Latency of the bundles a previous run exported, on the first n test images."""
-    x = load_cifar10_jpeg("test").images[:n]
+    """Latency of the bundles a previous run exported, on n class-balanced test images."""
+    test = load_cifar10_jpeg("test")
+    x = test.images[balanced_indices(test.labels, n)]
     for label in ("pure-flops", "latency-aware", "latency-aware-per-exit"):
         ee = out / f"bundle-ee-{label}"
         if not ee.exists():
@@ -226,7 +227,7 @@ def main() -> None:
     heads, p1, e1, ct, tt = chosen[best]
     full = export(net, heads, out / "bundle-full", test, "resnet56-full", monolithic=True,
                   overwrite=True)
-    x_lat = test.images[np.arange(a.latency_samples)]
+    x_lat = test.images[balanced_indices(test.labels, a.latency_samples)]  # class-sorted split
     report["latency"] = {}
 
     def run_point(label: str, point, on_test) -> dict:

@@ -91,7 +91,7 @@ def main() -> int:
     from device_runners.backends import open_backend
     from device_runners.executor import run_batch
     from device_runners.manifest import load_bundle
-    from edge_ee.data import load_cifar10_jpeg
+    from edge_ee.data import balanced_indices, load_cifar10_jpeg
     bundle = load_bundle(bundle_path)
     test = load_cifar10_jpeg("test", args.data, per_class=args.test_per_class)
     x, y = test.normalised(), test.labels
@@ -104,7 +104,8 @@ def main() -> int:
         files = {s["files"][fmt] for s in bundle.segments}
         res[name] = {"format": fmt, "exit": np.asarray(rec["exit"]), "pred": np.asarray(rec["prediction"]),
                      "size_bytes": sum((bundle.root / f).stat().st_size for f in files)}
-    lat = interleaved_latency(bundle, backends, x[: args.latency_samples])
+    # the test split is sorted by class: time a class-balanced sample, never the first N
+    lat = interleaved_latency(bundle, backends, x[balanced_indices(y, args.latency_samples)])
     ref = res["ONNX fp32"]
     rows = []
     for name, _, _ in variants:

@@ -5,39 +5,125 @@ head, the layout reorders a runtime does around its optimised convolutions (onnx
 NCHWc pass reorders in and out of every graph) and colder caches. Measured on ResNet-56
 here: 150 / 112 / 53 µs for a cut in stage 1 / 2 / 3, against ~15 µs for a bare call.
 
-`measure_boundary_flops` exports the whole network as one graph and, for each distinct
+`measure_boundaries` exports the whole network as one graph and, for each distinct
 feature shape among the exits with a head, the network cut in two at the middle such
-exit (its head included); it times the two-graph chain against the one graph
-(onnxruntime, 1 thread, batch 1, interleaved) and converts the difference with the
-whole graph's FLOPs per second. Every exit with that feature shape is charged that cost.
+exit (its head included). It then times them **interleaved**: every round runs the whole
+graph and every two-graph chain once, in a shuffled order, and keeps the ratio
+chain / whole of that round, so slow drifts in load hit both sides of a ratio alike. The
+statistic is the **median** of those paired ratios over at least `rounds` rounds and
+`min_duration_s` seconds (a mean, even a 20 %-trimmed one, is not robust here: a
+preempted chain makes a ratio of 10, a preempted whole graph one of 0.1, so the tails are
+lopsided; under a load of 19 on 2 cores a trimmed mean read 46 % where the median read
+14 %), and it is **quantised** to a grid
+(`grid`, a fraction of the whole network) so that repeated builds on the same machine
+charge identical costs and choose identical exits. The fraction, less the head FLOPs that
+the cost table already counts, is converted with the whole graph's FLOPs; every exit with
+that feature shape is charged it. The result records that it is this host's own
+measurement (`source: host`) and how it was made.
 """
 
 from __future__ import annotations
 
+import platform
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edge_ee.errors import ConfigError
 from edge_ee.exitnet import ExitNet
 from edge_ee.exits.heads import ExitHead
 
 
-def _session(path: Path):
+@dataclass(frozen=True)
+class BoundaryProtocol:
+    """How boundaries are timed (onnxruntime, batch 1)."""
+
+    rounds: int = 400  # interleaved rounds at least (each runs every graph once)
+    warmup_rounds: int = 30
+    min_duration_s: float = 2.0  # and at least this long
+    grid: float = 0.02  # cost fractions are rounded to multiples of this
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 20 or self.warmup_rounds < 0:
+            raise ConfigError(f"boundary timing needs ≥ 20 rounds, got {self.rounds}")
+        if not 0.0 < self.grid < 1.0:
+            raise ConfigError(f"grid must be a fraction in (0, 1), got {self.grid}")
+
+
+@dataclass(frozen=True)
+class BoundaryCosts:
+    """Per exit: the FLOPs-equivalent charged, and the measured fraction of the whole graph."""
+
+    overhead_flops: tuple[float, ...]
+    fraction: tuple[float, ...]  # quantised (chain − whole) / whole, 0 where no head
+    raw_fraction: tuple[float, ...]  # before quantisation
+    full_latency_ns: float  # median of the whole graph
+    rounds: int
+    protocol: BoundaryProtocol
+
+    def to_json(self) -> dict:
+        import onnxruntime as ort
+
+        return {
+            "source": "host", "host": platform.node(), "machine": platform.machine(),
+            "runtime": f"onnxruntime {ort.__version__}", "threads": self.protocol.threads,
+            "statistic": ("median of per-round paired ratios chain/whole (interleaved, "
+                          f"shuffled order), quantised to {self.protocol.grid}"),
+            "rounds": self.rounds, "full_latency_ns": self.full_latency_ns,
+            "fraction": list(self.fraction), "raw_fraction": list(self.raw_fraction),
+            "overhead_flops": list(self.overhead_flops), "protocol": asdict(self.protocol),
+        }
+
+
+def _session(path: Path, threads: int):
     from device_runners.backends import ort_session
-    return ort_session(path, 1)
+    return ort_session(path, threads)
 
 
-def measure_boundary_flops(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,
-                           runs: int = 150) -> tuple[float, ...]:
-    """Per exit: FLOPs-equivalent of the boundary it adds (0 where there is no head)."""
+def quantise(fraction: float, grid: float) -> float:
+    """Round a non-negative cost fraction to the grid (negative noise becomes 0)."""
+    return round(max(0.0, fraction) / grid) * grid
+
+
+def time_interleaved(calls: Sequence, protocol: BoundaryProtocol) -> np.ndarray:
+    """(rounds, len(calls)) nanoseconds; each round runs every call once in a shuffled order."""
+    rng = np.random.default_rng(protocol.seed)
+    rows: list[list[int]] = []
+    order = np.arange(len(calls))
+    t_end = None
+    r = 0
+    while True:
+        rng.shuffle(order)
+        row = [0] * len(calls)
+        for j in order:
+            t0 = time.perf_counter_ns()
+            calls[j]()
+            row[j] = time.perf_counter_ns() - t0
+        r += 1
+        if r == protocol.warmup_rounds:
+            t_end = time.monotonic() + protocol.min_duration_s
+        if r > protocol.warmup_rounds:
+            rows.append(row)
+            if len(rows) >= protocol.rounds and time.monotonic() >= t_end:
+                return np.asarray(rows, np.float64)
+
+
+def measure_boundaries(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,
+                       head_flops: Sequence[int] | None = None,
+                       protocol: BoundaryProtocol = BoundaryProtocol()) -> BoundaryCosts:
+    """Time each feature shape's boundary against the whole graph (see the module docstring)."""
     from converters.formats.onnx import export_onnx
     from edge_ee.segments import EXIT_OUTPUTS, FINAL_OUTPUTS, ExitSegment, FinalSegment
 
     net.eval()
+    head_flops = list(head_flops) if head_flops is not None else [0] * len(heads)
     x = torch.randn((1, *net.input_shape), generator=torch.Generator().manual_seed(0))
     shapes: list[tuple[int, ...]] = []
     with torch.no_grad():
@@ -49,28 +135,38 @@ def measure_boundary_flops(net: ExitNet, heads: Sequence[ExitHead | None], full_
     for i, h in enumerate(heads):
         if h is not None:
             groups.setdefault(shapes[i], []).append(i)
-    per_shape: dict[tuple[int, ...], float] = {}
     xa = x.numpy()
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         root = Path(tmp)
         whole = FinalSegment(list(net.stages), net.classifier).eval()
-        full = _session(export_onnx(whole, x, root / "full.onnx", FINAL_OUTPUTS))
-        for shape, members in groups.items():
+        full = _session(export_onnx(whole, x, root / "full.onnx", FINAL_OUTPUTS), protocol.threads)
+        calls = [lambda: full.run(None, {"x": xa})]
+        for members in groups.values():
             m = members[len(members) // 2]
             first = ExitSegment(list(net.stages[: m + 1]), heads[m]).eval()
             rest = FinalSegment(list(net.stages[m + 1 :]), net.classifier).eval()
-            a = _session(export_onnx(first, x, root / f"a{m}.onnx", EXIT_OUTPUTS))
-            b = _session(export_onnx(rest, first(x)[0], root / f"b{m}.onnx", FINAL_OUTPUTS))
-            t_full, t_split = [], []
-            for r in range(runs + 10):
-                t0 = time.perf_counter_ns()
-                full.run(None, {"x": xa})
-                t1 = time.perf_counter_ns()
-                b.run(None, {"x": a.run(None, {"x": xa})[0]})
-                t2 = time.perf_counter_ns()
-                if r >= 10:  # warm-up
-                    t_full.append(t1 - t0)
-                    t_split.append(t2 - t1)
-            full_ns = float(np.median(t_full))
-            per_shape[shape] = max(0.0, (float(np.median(t_split)) - full_ns) / full_ns * full_flops)
-    return tuple(0.0 if h is None else per_shape[shapes[i]] for i, h in enumerate(heads))
+            a = _session(export_onnx(first, x, root / f"a{m}.onnx", EXIT_OUTPUTS), protocol.threads)
+            b = _session(export_onnx(rest, first(x)[0], root / f"b{m}.onnx", FINAL_OUTPUTS),
+                         protocol.threads)
+            calls.append(lambda a=a, b=b: b.run(None, {"x": a.run(None, {"x": xa})[0]}))
+        times = time_interleaved(calls, protocol)
+    ratios = times[:, 1:] / times[:, :1]
+    raw_by_shape = {s: float(np.median(ratios[:, g])) - 1.0
+                    for g, s in enumerate(groups)}
+    raw, frac, flops = [], [], []
+    for i, h in enumerate(heads):
+        if h is None:
+            raw.append(0.0), frac.append(0.0), flops.append(0.0)
+            continue
+        q = quantise(raw_by_shape[shapes[i]], protocol.grid)
+        raw.append(raw_by_shape[shapes[i]])
+        frac.append(q)
+        flops.append(max(0.0, q * full_flops - head_flops[i]))
+    return BoundaryCosts(tuple(flops), tuple(frac), tuple(raw), float(np.median(times[:, 0])),
+                         len(times), protocol)
+
+
+def measure_boundary_flops(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,
+                           head_flops: Sequence[int] | None = None) -> tuple[float, ...]:
+    """Per exit: FLOPs-equivalent of the boundary it adds (0 where there is no head)."""
+    return measure_boundaries(net, heads, full_flops, head_flops).overhead_flops

@@ -33,11 +33,12 @@ Loader = Callable[[str, "str | None"], ImageSplit]
 
 
 def _loader(model: str) -> Loader:
-    if model == "fashion-cnn":
+    if model in ("fashion-cnn", "fashion-resnet"):
         return load_fashion_mnist
     if Path(model).suffix == ".npz":
         return load_cifar10_jpeg
-    raise ModelError(f"unknown model {model!r}; pass 'fashion-cnn' or a CIFAR ResNet .npz")
+    raise ModelError(f"unknown model {model!r}; pass 'fashion-cnn', 'fashion-resnet' or a "
+                     "CIFAR ResNet .npz")
 
 
 def load_model(model: str, data: str | None) -> tuple[ExitNet, ImageSplit, ImageSplit, str]:
@@ -46,6 +47,10 @@ def load_model(model: str, data: str | None) -> tuple[ExitNet, ImageSplit, Image
     if model == "fashion-cnn":
         net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
         return net, load("train", data), load("test", data), sha256_file(asset_path())
+    if model == "fashion-resnet":
+        from edge_ee.models import fashion_resnet as fr
+        net = from_sequential(fr.load_fashion_resnet(), list(fr.CUTS), (1, 28, 28), model)
+        return net, load("train", data), load("test", data), sha256_file(fr.asset_path())
     p = Path(model)
     return (from_resnet_cifar(load_resnet_cifar(p)), load("train", data), load("test", data),
             sha256_file(p))

@@ -113,18 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default=None, help="Fashion-MNIST IDX folder "
                    "(default: /usr/share/datasets/fashion-mnist or ../shared/data)")
     d.add_argument("--out", default="edge-ee-demo")
+    d.add_argument("--model", default="fashion-resnet", choices=("fashion-resnet", "fashion-cnn"),
+                   help="shipped network: fashion-resnet (~100 MFLOPs, the default) or the "
+                        "11 MFLOPs fashion-cnn (too small for exits to save time)")
     d.add_argument("--train-epochs", type=ct.integer(0, 10**4), default=0,
-                   help="train the CNN now for N epochs instead of using the shipped weights")
-    d.add_argument("--samples", type=ct.integer(1), default=1000,
-                   help="test images to run on the runner")
+                   help="train the network now for N epochs instead of using the shipped weights")
+    d.add_argument("--fit-samples", type=ct.integer(10), default=12000,
+                   help="class-balanced training images for exit statistics and calibration")
+    d.add_argument("--samples", type=ct.integer(1), default=2000,
+                   help="class-balanced test images for test accuracy and the runner")
     d.add_argument("--threads", type=ct.integer(1, 1024), default=1)
     d.add_argument("--pure-flops", action="store_true",
-                   help="choose thresholds on FLOPs alone, without the measured call overhead")
+                   help="choose thresholds on FLOPs alone, without the measured boundary costs")
     _fit_args(d)
+    # 3000 calibration images of --fit-samples; shared-covariance exits (see edge_ee/demo.py)
+    d.set_defaults(calib_fraction=0.25, exit_spec="lda:2")
 
     b = sub.add_parser("build", help="fit training-free exits, calibrate, export a bundle")
     b.add_argument("--model", required=True,
-                   help="path to CIFAR ResNet weights (resnetN.npz) or 'fashion-cnn'")
+                   help="path to CIFAR ResNet weights (resnetN.npz), 'fashion-cnn' or 'fashion-resnet'")
     b.add_argument("--data", default=None,
                    help="CIFAR-10 JPEG zip (ResNets) or Fashion-MNIST folder (fashion-cnn)")
     b.add_argument("--out", required=True, help="bundle folder to write")
@@ -186,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from edge_ee.demo import DemoConfig, run_demo
-    run_demo(DemoConfig(data=a.data, out=a.out, train_epochs=a.train_epochs,
-                        samples=a.samples, threads=a.threads, fit=_fit_config(a),
-                        latency_aware=not a.pure_flops))
+    run_demo(DemoConfig(data=a.data, out=a.out, model=a.model, train_epochs=a.train_epochs,
+                        fit_samples=a.fit_samples, samples=a.samples, threads=a.threads,
+                        fit=_fit_config(a), latency_aware=not a.pure_flops))
     return 0
 
 

@@ -191,3 +191,19 @@ def split_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, n
     perm = rng.permutation(n)
     k = round(fraction * n)
     return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def balanced_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded class-balanced sample of `n` items (test splits come sorted
+    by class, so their first n are one or two classes): ⌊n/K⌋ per class, the remainder from
+    randomly chosen classes; a class with too few items gives all it has."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per = np.full(len(classes), n // len(classes))
+    per[rng.choice(len(classes), n % len(classes), replace=False)] += 1
+    picked = [rng.choice(np.flatnonzero(labels == c), min(k, int((labels == c).sum())),
+                         replace=False) for c, k in zip(classes, per, strict=True)]
+    return np.sort(np.concatenate(picked))

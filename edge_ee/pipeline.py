@@ -133,6 +133,7 @@ class FittedExits:
     source: dict | None = None  # calibration["source"]: {kind, n, sha256, warning}
     certificate: Certificate | None = None
     messages: list[str] = field(default_factory=list)  # warnings for the user (also logged)
+    exit_overhead: dict | None = None  # how the charged boundary costs were measured, and where
 
     def warn(self, msg: str) -> None:
         """Log a warning for the user and keep it in `messages`."""
@@ -186,10 +187,14 @@ def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = 
                                 "calibration-set scores")
         cert_table = table_for(heads, scores, costs)
         secs += time.perf_counter() - t0
+    overhead = None
     if cfg.latency_aware:
-        from edge_ee.boundary import measure_boundary_flops
-        cfg = replace(cfg, exit_overhead_flops=measure_boundary_flops(net, heads, costs.full_flops))
-    fitted = FittedExits(heads, costs, table, secs, [], config=cfg, certify_table=cert_table)
+        from edge_ee.boundary import measure_boundaries
+        measured = measure_boundaries(net, heads, costs.full_flops, costs.head_flops)
+        cfg = replace(cfg, exit_overhead_flops=measured.overhead_flops)
+        overhead = measured.to_json()
+    fitted = FittedExits(heads, costs, table, secs, [], config=cfg, certify_table=cert_table,
+                         exit_overhead=overhead)
     if calib_data is not None:
         fitted.source = source_record("calib-data", calib_data)
     else:
@@ -295,7 +300,7 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
                                  max_points),
         "exit_spec": cfg.exit_spec.label, "search": cfg.search, "max_drop": cfg.max_drop,
         "budget": cfg.budget, "exit_overhead_flops": cfg.exit_overhead_flops,
-        "latency_aware": cfg.latency_aware,
+        "latency_aware": cfg.latency_aware, "exit_overhead": fitted.exit_overhead,
         "fit_seconds": fitted.fit_seconds,
         "point": fitted.chosen.to_json(), "test_point": on_test.to_json(),
         "full_accuracy": {"calibration": fitted.calib.full_accuracy, "test": test.full_accuracy},

@@ -10,6 +10,16 @@ Confidence criteria (registered in `CONFIDENCE_CLASSES`): `max_softmax`, `margin
 (top-1 − top-2 score), `temperature` (max softmax(z/T)) and `distance` (max z: minus the
 normalised distance to the nearest class mean). Every constant (means,
 normalisers, T, threshold) is a buffer, so it is baked into the exported graph.
+
+Two forms of the same maths. Calibration uses `raw_scores` (unscaled, what the search
+stores) then `decide`. The exported graph (`forward`) uses each scorer's lean form
+`scaled`, which folds every constant into one MatMul's weight and one bias (MatMul + Add,
+which onnxruntime fuses into one Gemm; written so rather than `addmm` because the int8
+paths look for the head's MatMul): E2CM is Mul+ReduceSum (‖x‖²), MatMul(x, −2μᵀ),
+Add(‖μ‖²), Add, Relu, Sqrt, Mul(−scale); the linear/LDA scorer is Sub(centre),
+MatMul(W·scale), Add(b·scale). Pooling over large windows is a Reshape + ReduceMean, not AveragePool (7×
+faster in onnxruntime at 28×28). Same decisions (the export validation checks them against `decide`);
+`benchmarks/bench_lean_heads.py` measures each head in µs on onnxruntime, before/after.
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+LARGE_POOL_WINDOW = 64  # pooling windows above this many elements use ReduceMean
 
 
 class FeatureTransform(nn.Module):
@@ -30,6 +42,11 @@ class FeatureTransform(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool is not None and x.dim() == 4:
+            p, (h, w) = self.pool, x.shape[2:]
+            if h % p == 0 and w % p == 0 and (h // p) * (w // p) > LARGE_POOL_WINDOW:
+                # same means as a Reshape + ReduceMean: onnxruntime's AveragePool is slow for
+                # large windows (24×28×28 → 2×2: 44 µs against 6 µs, bench_lean_heads.py)
+                return x.unflatten(2, (p, h // p)).unflatten(4, (p, w // p)).mean((3, 5)).flatten(1)
             x = F.adaptive_avg_pool2d(x, self.pool)
         return x.flatten(1)
 
@@ -62,6 +79,11 @@ class ClassMeanScorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw(x) * self.scale
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` in the fewest operators: z = √max(0, ‖x‖² + x·(−2μᵀ) + ‖μ‖²) · (−scale)."""
+        d2 = x @ (self.means_t * -2.0) + self.mean_sq + (x * x).sum(1, keepdim=True)
+        return d2.relu().sqrt() * self.scale.neg()
 
     def extra_flops(self, dim: int) -> int:
         """METHODS §1 counts the distance as K·(3D−1); the MatMul's 2KD are counted by torch."""
@@ -100,6 +122,11 @@ class LinearScorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.raw(x) * self.scale
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` in the fewest operators: (x − c)·(W·scale) + b·scale (the centre is
+        kept: folding it into the bias would reintroduce the cancellation it avoids)."""
+        return (x - self.center) @ (self.weight_t * self.scale) + self.bias * self.scale
 
     def extra_flops(self, dim: int) -> int:
         return 2 * self.weight_t.shape[1]
@@ -167,7 +194,22 @@ class ExitHead(nn.Module):
         conf = self.criterion(z)
         return z.argmax(dim=1), conf, conf > self.threshold
 
+    def scores(self, feature: torch.Tensor) -> torch.Tensor:
+        """Scaled scores z in the scorer's lean form where it has one (what is exported)."""
+        lean = getattr(self.scorer, "scaled", None)
+        if lean is None or type(self).raw_scores is not ExitHead.raw_scores:
+            return self.raw_scores(feature) * self.scorer.scale
+        return lean(self.transform(feature))
+
     def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The exported decision: `decide(raw_scores(f))` with the lean scores."""
+        z = self.scores(feature)
+        conf = self.criterion(z)
+        return z.argmax(dim=1), conf, conf > self.threshold
+
+    def reference_forward(self, feature: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same decision in the calibration form (for comparisons and benchmarks)."""
         return self.decide(self.raw_scores(feature))
 
     @property
