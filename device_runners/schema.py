@@ -239,7 +239,8 @@ def validate_manifest(m: Any, where: str = "manifest.json") -> None:
     spec = c.obj(m["input"], "input")
     shape = c.lst(spec.get("shape"), "input.shape", nonempty=True)
     for i, d in enumerate(shape[1:], 1):
-        c.integer(d, f"input.shape[{i}]", lo=1, hi=1 << 20)
+        if d is not None:  # null: a dynamic axis (e.g. a language model's token sequence)
+            c.integer(d, f"input.shape[{i}]", lo=1, hi=1 << 20)
     c.string(spec.get("dtype"), "input.dtype")
     if spec.get("raw") is not None:
         raw = c.obj(spec["raw"], "input.raw")

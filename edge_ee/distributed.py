@@ -53,6 +53,13 @@ def init_from_env(device: str = "cpu", expected_world_size: int | None = None) -
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group (call once at the end of a torchrun script)."""
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
     """Sum `t` over all processes in place (float64 sums stay float64)."""
     if active():

@@ -35,3 +35,4 @@ if __name__ == "__main__":
     arrays = stats_arrays(sys.argv[1])
     if distributed.rank() == 0:
         np.savez(sys.argv[2], world=distributed.world_size(), **arrays)
+    distributed.shutdown()

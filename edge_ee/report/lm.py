@@ -65,7 +65,8 @@ def _agreement(base: dict[str, Any], run: dict[str, Any]) -> float | None:
 
 
 def write_lm_report(sums: list[dict[str, Any]], names: list[str], out_dir: str | Path) -> Path:
-    from edge_ee.report import _write_text, write_tables_and_figures
+    from edge_ee.report.write import atomic_write_text as _write_text
+    from edge_ee.report.write import write_tables_and_figures
     if any(s.get("task") != "language-model" for s in sums):
         raise ResultsError("cannot mix language-model runs with other tasks in one report")
     base = sums[0]

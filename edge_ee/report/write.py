@@ -3,36 +3,15 @@ every file written atomically (temporary file, then rename)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from device_runners.files import atomic_write_bytes, atomic_write_text
 from device_runners.results import atomic_write_json
 from edge_ee.errors import ResultsError
 from edge_ee.report.markdown import to_markdown
 from edge_ee.report.summary import as_json
 from edge_ee.report.tables import Table, build_tables
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_tables_and_figures(out: Path, tables: list[Table],
