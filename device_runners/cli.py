@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
         results["interrupted_by"] = sig.name()
     write_results(args.out, results, spool=spool)
     if not args.quiet:
-        n = len(next(iter(run["samples"].values()), []))
+        n = len(spool)
         print(f"wrote {args.out} ({n} {'images' if task == 'segmentation' else 'samples'}"
               f"{'' if run['complete'] else ', INCOMPLETE: interrupted by ' + sig.name()})",
               file=sys.stderr)

@@ -72,7 +72,9 @@ class Recorder:
                 self.samples[k].append(v)
 
     def columns(self) -> dict[str, list]:
-        return self.spool.columns() if self.spool is not None else self.samples
+        """The records in memory; with a spool they stay on disk (streamed into results.json
+        by `results.write_results`), and this is empty."""
+        return {} if self.spool is not None else self.samples
 
 
 @register_recorder

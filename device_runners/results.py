@@ -172,8 +172,10 @@ def write_results(out: str | Path, doc: dict[str, Any], spool: Any = None) -> Pa
     stays and the `ResultsError` says where and how to recover it.
 
     `spool`: the `Spool` the executor appended every unit to during the run (at
-    `spool_path(out)`); its rows are already on disk, only the header is added. Without
-    it, `doc["samples"]` is spooled here."""
+    `spool_path(out)`); its rows are already on disk, only the header is added, and the
+    samples are streamed from it into results.json column by column, so memory stays
+    bounded however long the run (`doc["samples"]` is ignored). Without it,
+    `doc["samples"]` is spooled here."""
     import signal
 
     from device_runners.spool import Spool
@@ -193,8 +195,11 @@ def write_results(out: str | Path, doc: dict[str, Any], spool: Any = None) -> Pa
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
-        validate_results(doc, str(out))  # the writer checks the contract the report reads
-        atomic_write_json(out, doc)
+        if fresh:
+            validate_results(doc, str(out))  # the writer checks the contract the report reads
+            atomic_write_json(out, doc)
+        else:
+            _write_streamed(out, header, spool)
     except (OSError, ResultsError) as err:
         raise ResultsError(
             f"cannot write {out}: {err}; the measured samples are kept in {spool.path} — free "
@@ -206,3 +211,20 @@ def write_results(out: str | Path, doc: dict[str, Any], spool: Any = None) -> Pa
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     spool.discard()
     return Path(out)
+
+
+def _write_streamed(out: str | Path, header: dict[str, Any], spool: Any) -> None:
+    """results.json = the header + "samples" streamed from the spool (checked first on the
+    header and the spool's first chunk, then for equal column lengths)."""
+    from device_runners.spool import iter_chunks, write_json_columns
+
+    first = next(iter_chunks(spool.path), {})
+    validate_results({**header, "samples": first}, str(out))
+    names = list(first)
+    body = json.dumps(header, indent=1, allow_nan=False)
+    with atomic_file(out, "w") as f:
+        f.write(body[: body.rindex("}")].rstrip() + ',\n "samples": ')
+        write_json_columns(f, spool.path, names)
+        f.write("\n}\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -30,8 +30,9 @@ import struct
 import sys
 import time
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from device_runners.errors import ResultsError
 
@@ -248,6 +249,51 @@ def read_spool(path: str | Path) -> tuple[dict[str, list[Any]], dict[str, Any] |
     if meta is not None:
         meta = {**meta, "_meta_is_last": meta_last}
     return cols, meta
+
+
+def iter_chunks(path: str | Path) -> Iterator[dict[str, list[Any]]]:
+    """The spool's rows chunk by chunk (memory: one chunk), skipping meta documents and a
+    chunk cut short at the end."""
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise ResultsError(f"cannot read spool {path}: {err}") from err
+    try:
+        while len(hb := f.read(4)) == 4:
+            (hlen,) = _LEN.unpack(hb)
+            try:
+                head = json.loads(f.read(hlen))
+            except (ValueError, UnicodeDecodeError):
+                return
+            if "meta" in head:
+                continue
+            cols: dict[str, list[Any]] = {}
+            for k, c in head["columns"].items():
+                data, lens = f.read(c["bytes"]), f.read(c["len_bytes"])
+                if len(data) != c["bytes"] or len(lens) != c["len_bytes"]:
+                    return
+                cols[k] = _decode(c["kind"], data, lens)
+            yield cols
+    finally:
+        f.close()
+
+
+def write_json_columns(f: IO[str], path: str | Path, names: list[str]) -> int:
+    """Write `{"name": [...], ...}` for `names` from the spool at `path`, one column at a
+    time and one chunk at a time (memory does not grow with the run); returns the rows."""
+    rows = 0
+    f.write("{")
+    for j, name in enumerate(names):
+        f.write(("," if j else "") + f"\n  {json.dumps(name)}: [")
+        n = 0
+        for chunk in iter_chunks(path):
+            for v in chunk.get(name, ()):
+                f.write((", " if n else "") + json.dumps(v, allow_nan=False))
+                n += 1
+        f.write("]")
+        rows = n
+    f.write("\n }")
+    return rows
 
 
 def recover(spool: str | Path, out: str | Path) -> Path:

@@ -104,5 +104,5 @@ def make_samples(cfg: SamplesConfig) -> Path:
     arrays = {"x": x[idx]} if y is None else {"x": x[idx], "y": y[idx]}
     out = Path(cfg.out)
     atomic_save_npz(out, **arrays)
-    log.info("wrote %s: %d samples of %s (%s)", out, len(idx), cfg.data, cfg.split)
+    log.debug("wrote %s: %d samples of %s (%s)", out, len(idx), cfg.data, cfg.split)
     return out
