@@ -86,8 +86,8 @@ mkdir -p "$OPT"
 cp -r "$REPO/device_runners" "$OPT/"
 find "$OPT/device_runners" -name __pycache__ -prune -exec rm -rf {} +
 "${APY[@]}" -c "import sys; sys.path[:0] = ['$SITE', '$OPT']
-import numpy, onnxruntime, ai_edge_litert, device_runners
-print('arm64 site:', 'numpy', numpy.__version__, '| onnxruntime', onnxruntime.__version__, '| torch importable:', __import__('importlib').util.find_spec('torch') is not None)"
+import importlib.util, numpy, onnxruntime, ai_edge_litert, device_runners
+print('arm64 site:', 'numpy', numpy.__version__, '| onnxruntime', onnxruntime.__version__, '| torch importable:', importlib.util.find_spec('torch') is not None)"
 
 if [ -n "${EDGE_EE_AARCH64_BACKENDS:-}" ]; then
     read -r -a BACKENDS <<<"$EDGE_EE_AARCH64_BACKENDS"
