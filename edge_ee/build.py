@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from edge_ee.calib_source import (
     without,
 )
 from edge_ee.certify import Certificate, samples_needed
-from edge_ee.data import ImageSplit, load_cifar10_jpeg, load_fashion_mnist
+from edge_ee.data import ImageSplit, load_cifar10_jpeg, load_fashion_mnist, load_npz_split
 from edge_ee.errors import ConfigError, ModelError
 from edge_ee.exitnet import ExitNet, from_resnet_cifar, from_sequential
 from edge_ee.models.resnet_cifar import load_resnet_cifar
@@ -32,7 +33,56 @@ log = logging.getLogger(__name__)
 Loader = Callable[[str, "str | None"], ImageSplit]
 
 
+@dataclass(frozen=True)
+class UserModel:
+    """`edge-ee build --model file.py:factory | package.module:factory | program.pt2` options
+    (CLI flags map 1:1): weights, where to cut, the input shape (default: from the data)
+    and the normalisation (default: the data's own, e.g. an .npz's mean/std)."""
+
+    weights: str | None = None
+    cut: str = "auto:4"
+    input_shape: tuple[int, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def is_user_model(model: str) -> bool:
+    return ":" in model or model.endswith(".pt2")
+
+
+def _data_loader(data: str | None) -> Loader:
+    """The loader for a data path: CIFAR-10 JPEG zip, Fashion-MNIST IDX folder, or an .npz
+    with x_<split>/y_<split>."""
+    if data is None:
+        raise ConfigError("a model of your own needs --data: an .npz with x_train/y_train/"
+                          "x_test/y_test, a CIFAR-10 JPEG zip or a Fashion-MNIST IDX folder")
+    if data.endswith(".npz"):
+        return lambda split, d: load_npz_split(split, d)
+    return load_cifar10_jpeg if data.endswith(".zip") else load_fashion_mnist
+
+
+def _user_model(model: str, data: str | None, user: UserModel
+                ) -> tuple[ExitNet, ImageSplit, ImageSplit, str]:
+    from dataclasses import replace
+
+    from edge_ee.api import cut
+    from edge_ee.models.user import load_user_model
+    load = _data_loader(data)
+    train, test = load("train", data), load("test", data)
+    mean, std = user.mean or train.mean, user.std or train.std
+    if not mean or not std or len(mean) != len(std):
+        raise ConfigError("the data declares no normalisation: pass --mean and --std (one "
+                          "value per channel, for images scaled to [0, 1])")
+    train, test = replace(train, mean=mean, std=std), replace(test, mean=mean, std=std)
+    shape = user.input_shape or (train.images.shape[3], *train.images.shape[1:3])
+    module, source = load_user_model(model, user.weights)
+    name = Path(model.rpartition(":")[0] or model).stem
+    return cut(module, user.cut, shape, name), train, test, source
+
+
 def _loader(model: str) -> Loader:
+    if is_user_model(model):
+        return lambda split, d: _data_loader(d)(split, d)
     if model in ("fashion-cnn", "fashion-resnet"):
         return load_fashion_mnist
     if Path(model).suffix == ".npz":
@@ -41,8 +91,12 @@ def _loader(model: str) -> Loader:
                      "CIFAR ResNet .npz")
 
 
-def load_model(model: str, data: str | None) -> tuple[ExitNet, ImageSplit, ImageSplit, str]:
-    """(ExitNet, train, test, source sha256) for a named/pathed model."""
+def load_model(model: str, data: str | None, user: UserModel | None = None
+               ) -> tuple[ExitNet, ImageSplit, ImageSplit, str]:
+    """(ExitNet, train, test, source sha256) for a named/pathed model, or a model of your own
+    (`file.py:factory`, `package.module:factory`, `.pt2`) cut as `user` says."""
+    if is_user_model(model):
+        return _user_model(model, data, user or UserModel())
     load = _loader(model)
     if model == "fashion-cnn":
         net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
@@ -93,9 +147,10 @@ def prepare_calibration(cfg: FitConfig, model: str, train: ImageSplit, test: Ima
 
 def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
                  overwrite: bool = False, monolithic: bool = False,
-                 formats: tuple[str, ...] = ("onnx",), int8: bool = False) -> Path:
+                 formats: tuple[str, ...] = ("onnx",), int8: bool = False,
+                 user: UserModel | None = None) -> Path:
     check_replaceable(out, overwrite)  # before any pass over data: --out, --overwrite
-    net, train, test, source = load_model(model, data)
+    net, train, test, source = load_model(model, data, user)
     fmt = {"formats": formats, "int8": int8, "calibration_data": train}
     if monolithic:
         path = export(net, [None] * net.num_exits, out, test, f"{net.name}-full", None, source,

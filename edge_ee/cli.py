@@ -131,9 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="fit training-free exits, calibrate, export a bundle")
     b.add_argument("--model", required=True,
-                   help="path to CIFAR ResNet weights (resnetN.npz), 'fashion-cnn' or 'fashion-resnet'")
+                   help="CIFAR ResNet weights (resnetN.npz), 'fashion-cnn', 'fashion-resnet', or "
+                        "your own: path/to/file.py:factory, package.module:factory, program.pt2")
     b.add_argument("--data", default=None,
-                   help="CIFAR-10 JPEG zip (ResNets) or Fashion-MNIST folder (fashion-cnn)")
+                   help="CIFAR-10 JPEG zip, Fashion-MNIST IDX folder, or (your own model) an "
+                        ".npz with x_train/y_train/x_test/y_test uint8 NHWC [+ classes, mean, std]")
+    b.add_argument("--weights", default=None,
+                   help="your own model: state_dict (.pt, torch.load(weights_only=True), or .npz)")
+    b.add_argument("--cut", default="auto:4",
+                   help="your own model: comma-separated submodule names to put exits after, "
+                        "or auto:N (N points evenly spaced by FLOPs; see edge-ee inspect)")
+    b.add_argument("--input-shape", type=ct.int_tuple, default=None,
+                   help="your own model: input shape without the batch axis, e.g. 3,32,32 "
+                        "(default: from the data)")
+    b.add_argument("--mean", type=ct.float_tuple, default=None,
+                   help="your own model: per-channel mean of images scaled to [0, 1]")
+    b.add_argument("--std", type=ct.float_tuple, default=None,
+                   help="your own model: per-channel std of images scaled to [0, 1]")
     b.add_argument("--out", required=True, help="bundle folder to write")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--monolithic", action="store_true",
@@ -202,8 +216,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_build(a: argparse.Namespace) -> int:
     from edge_ee.build import build_bundle
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
+    from edge_ee.build import UserModel
+    user = UserModel(weights=a.weights, cut=a.cut, input_shape=a.input_shape, mean=a.mean,
+                     std=a.std)
     build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
-                 formats=formats, int8=a.int8)
+                 formats=formats, int8=a.int8, user=user)
     return 0
 
 

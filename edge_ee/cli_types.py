@@ -13,8 +13,8 @@ import argparse
 from device_runners.argtypes import hex_digest, int_list, integer, number
 from edge_ee.errors import ConfigError
 
-__all__ = ["exit_at", "exit_spec", "exits", "formats", "hex_digest", "int_list", "integer",
-           "number"]
+__all__ = ["exit_at", "exit_spec", "exits", "float_tuple", "formats", "hex_digest", "int_list",
+           "int_tuple", "integer", "number"]
 
 FORMATS = ("onnx", "tflite")  # the fp32 export formats of converters.bundle
 
@@ -52,3 +52,28 @@ def formats(text: str) -> str:
         raise argparse.ArgumentTypeError(f"unknown formats {bad or text!r}; choose from "
                                          f"{', '.join(FORMATS)} (comma-separated)")
     return text
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    """A shape: positive integers separated by commas (e.g. 3,32,32)."""
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"{text!r}: write positive integers separated by "
+                                         "commas, e.g. 3,32,32")
+    return vals
+
+
+def float_tuple(text: str) -> tuple[float, ...]:
+    """Per-channel values: finite numbers separated by commas (e.g. 0.485,0.456,0.406)."""
+    import math
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if not vals or not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"{text!r}: write finite numbers separated by commas, "
+                                         "e.g. 0.485,0.456,0.406")
+    return vals

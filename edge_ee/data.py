@@ -185,6 +185,30 @@ def load_cifar10_jpeg(
     return ImageSplit(x, y, CIFAR10_CLASSES, CIFAR_MEAN, CIFAR_STD)
 
 
+def load_npz_split(split: str, path: str | Path) -> ImageSplit:
+    """A split of a user's `.npz`: `x_<split>` (N, H, W, C) uint8 and `y_<split>` labels, with
+    optional `classes` (names), `mean` and `std` (per channel, for images scaled to [0, 1])."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            kx, ky = f"x_{split}", f"y_{split}"
+            if kx not in z.files or ky not in z.files:
+                raise DataError(f"{p} has no {kx}/{ky}; save np.savez(f, x_train=..., "
+                                "y_train=..., x_test=..., y_test=..., mean=..., std=...)")
+            x, y = z[kx], z[ky].astype(np.int64)
+            classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else None
+            mean = tuple(float(v) for v in z["mean"]) if "mean" in z.files else ()
+            std = tuple(float(v) for v in z["std"]) if "std" in z.files else ()
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {p}: {err}") from err
+    if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
+        raise DataError(f"{p}: {kx} must be uint8 (N, H, W, C) with one label each, got "
+                        f"{x.dtype} {x.shape} and {len(y)} labels")
+    classes = classes or tuple(str(i) for i in range(int(y.max()) + 1 if y.size else 0))
+    check_labels(y, len(classes), str(p))
+    return ImageSplit(x, y, classes, mean, std)
+
+
 def split_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of range(n) into (rest, held_out) with |held_out| = fraction·n."""
     rng = np.random.default_rng(seed)

@@ -3,11 +3,13 @@ E2CM exits fitted from it and a bundle the device runs — and the bad inputs ar
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +94,34 @@ def test_bad_models_are_typed_errors(tmp_path: Path, data_dir: Path) -> None:
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "layer2.0" in r.stdout and r.stdout.strip().splitlines()[-1].startswith("--cut ")
+
+
+def test_build_cli_with_a_user_model_and_npz_data(tmp_path: Path, data_dir: Path) -> None:
+    """`edge-ee build --model file.py:factory --weights ... --data data.npz --cut ...`, then
+    `edge-ee-run` on the bundle; a user model without --data, or data without a declared
+    normalisation, is a clear error (exit 2)."""
+    from edge_ee.data import CIFAR_MEAN, CIFAR_STD, load_cifar10_jpeg
+    tr, te = load_cifar10_jpeg("train", per_class=60), load_cifar10_jpeg("test", per_class=10)
+    data = tmp_path / "mine.npz"
+    np.savez(data, x_train=tr.images, y_train=tr.labels, x_test=te.images, y_test=te.labels,
+             classes=np.array(tr.classes))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    weights = str(data_dir / "resnet-cifar10" / "resnet20.npz")
+    base = [sys.executable, "-m", "edge_ee.cli", "-q", "build", "--model", f"{USER}:resnet20",
+            "--weights", weights]
+    mean, std = ",".join(map(str, CIFAR_MEAN)), ",".join(map(str, CIFAR_STD))
+    r = subprocess.run([*base, "--data", str(data), "--cut", "layer1.2,layer2.2", "--exit",
+                        "lda:2", "--max-drop", "0.05", "--mean", mean, "--std", std, "--out",
+                        str(tmp_path / "b")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["model"]["name"].startswith("user_resnet") and m["input"]["raw"]["mean"] == list(CIFAR_MEAN)
+    run = subprocess.run([sys.executable, "-m", "device_runners.cli", str(tmp_path / "b"),
+                          "--out", str(tmp_path / "r.json"), "--quiet", "--idle-s", "0",
+                          "--profile", "none", "--power-source", "null"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    for extra, msg in (([], "needs --data"), (["--data", str(data)], "pass --mean and --std")):
+        r = subprocess.run([*base, *extra, "--out", str(tmp_path / "c")], capture_output=True,
+                           text=True, env=env, timeout=300)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
