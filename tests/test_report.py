@@ -252,7 +252,7 @@ def test_certificate_risk_curve_and_source_shown_when_present(runs, fashion_bund
     warning = f"ee: calibration data: {SOURCE['warning']}"
     assert f"- warning: {warning}" in md and warning in html
     assert "Certified risk bound" in md and "Certified risk bound" in html
-    assert "certified risk bound (calibration)" in md
+    assert "certified drop bound (calibration, upper)" in md and "≤ 0.0183 (" in md
 
 
 def test_nothing_certified_is_shown_when_absent(runs, fashion_bundle, tmp_path):

@@ -90,8 +90,8 @@ def overview_table(sums: list[dict[str, Any]], names: list[str]) -> Table:
     if any(d is not None for d in drops):
         rows.append(["drop vs full network (measured)", *drops])
     if any(s["calibration"]["certificate"] for s in sums):
-        row("certified risk bound (calibration)",
-            lambda s: (s["calibration"]["certificate"] or {}).get("bound"))
+        row("certified drop bound (calibration, upper)",
+            lambda s: _certified_bound(s["calibration"]["certificate"]))
     row(f"expected MFLOPs / {unit}", lambda s: s["expected_flops"] and s["expected_flops"] / 1e6)
     row("cost / full network", lambda s: s["cost_fraction"])
     if len(sums) > 1:
@@ -258,3 +258,13 @@ def warnings_of(sums: list[dict[str, Any]], names: list[str]) -> list[str]:
             ws.append("the run was interrupted: statistics cover the units done")
         out += [f"{nm}: {w}" for w in dict.fromkeys(ws)]
     return out
+
+
+def _certified_bound(cert: dict | None) -> str | None:
+    """'≤ 0.0094 (binomial, 1 − δ = 0.9, n = 5000)', or why nothing was certified."""
+    if not cert:
+        return None
+    if not cert.get("certified"):
+        return f"not certified ({cert.get('bound')}, n = {cert.get('n')})"
+    return (f"≤ {cert['risk_upper_bound']:.4f} ({cert['bound']}, 1 − δ = "
+            f"{1 - cert['delta']:.3g}, n = {cert['n']})")
