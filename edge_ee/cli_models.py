@@ -13,18 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from edge_ee.errors import ConfigError
-
-
-def input_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(v < 1 for v in shape):
-        raise argparse.ArgumentTypeError(f"{text!r}: write the input shape without the batch "
-                                         "axis as positive integers, e.g. 3,32,32")
-    return shape
+from edge_ee import cli_types as ct
 
 
 def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -34,11 +23,11 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                    "package.module:factory, or a torch.export program .pt2")
     p.add_argument("--weights", default=None, help="state_dict (.pt via torch.load("
                    "weights_only=True), or .npz) to load into the factory's model")
-    p.add_argument("--input-shape", type=input_shape, required=True,
+    p.add_argument("--input-shape", type=ct.int_tuple, required=True,
                    help="one input's shape without the batch axis, e.g. 3,32,32")
-    p.add_argument("--max-depth", type=int, default=3,
+    p.add_argument("--max-depth", type=ct.integer(1, 64), default=3,
                    help="look at submodules up to this nesting depth")
-    p.add_argument("--auto", type=int, default=None, metavar="N",
+    p.add_argument("--auto", type=ct.integer(1, 1000), default=None, metavar="N",
                    help="also print N cut points evenly spaced by FLOPs")
     return {"inspect": cmd_inspect}
 
@@ -46,8 +35,6 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
 def cmd_inspect(a: argparse.Namespace) -> int:
     from edge_ee.inspect import auto_cuts, cut_points
     from edge_ee.models.user import load_user_model
-    if a.max_depth < 1:
-        raise ConfigError(f"--max-depth must be >= 1, got {a.max_depth}")
     model, _ = load_user_model(a.model, a.weights)
     points = cut_points(model, a.input_shape, a.max_depth)
     print(f"{'cut point':40s} {'FLOPs so far':>12s}  feature shape")

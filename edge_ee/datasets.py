@@ -141,12 +141,10 @@ def stream(data: ImageSplit | Dataset | DataLoader, batch_size: int = 256,
         idx = np.arange(n)
         if shard and distributed.active():
             idx = idx[distributed.rank()::distributed.world_size()]
-        mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
         for i in range(0, len(idx), batch_size):
-            j = idx[i : i + batch_size]
-            x = (data.images[j].astype(np.float32) / 255.0 - mean) / std
-            yield (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dev),
-                   torch.from_numpy(data.labels[j]).to(dev))
+            part = data.subset(idx[i : i + batch_size])
+            yield (torch.from_numpy(part.normalised()).to(dev),
+                   torch.from_numpy(part.labels).to(dev))
         return
     loader = data
     if not isinstance(data, DataLoader):

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from device_runners.files import atomic_path
 from edge_ee.data import ImageSplit
 from edge_ee.errors import ConfigError
 from edge_ee.exits.fit import batches
 from edge_ee.models.fashion_resnet import fashion_resnet
 from edge_ee.models.small_cnn import small_cnn
+from edge_ee.models.weights import save_with_sidecar
 
 ARCHS = {"small-cnn": small_cnn, "fashion-resnet": fashion_resnet}
 
@@ -66,18 +66,16 @@ def accuracy(model: torch.nn.Module, data: ImageSplit) -> float:
 
 
 def save_state(model: torch.nn.Module, path: str | Path) -> Path:
-    """torch.save through a temporary file and a rename."""
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        torch.save(model.state_dict(), tmp)
-    return p
+    """The state_dict and `<path>.sha256`, each written atomically."""
+    save_with_sidecar(model.state_dict(), path)
+    return Path(path)
 
 
 if __name__ == "__main__":  # pragma: no cover - used to (re)make the shipped asset
     import sys
 
     from edge_ee.data import load_fashion_mnist
-    from edge_ee.models.weights import sha256_file
+    from edge_ee.models.weights import sidecar_digest
     torch.set_num_threads(2)
     name = sys.argv[1] if len(sys.argv) > 1 else "small-cnn"
     from edge_ee.data import balanced_indices
@@ -86,7 +84,4 @@ if __name__ == "__main__":  # pragma: no cover - used to (re)make the shipped as
         tr = tr.subset(balanced_indices(tr.labels, int(sys.argv[3])))
     m = train_small_cnn(tr, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 4, arch=name)
     out = save_state(m, f"edge_ee/assets/{'fashion_cnn' if name == 'small-cnn' else 'fashion_resnet'}.pt")
-    digest = sha256_file(out)
-    if name != "small-cnn":
-        Path(str(out) + ".sha256").write_text(digest + "\n")
-    print("test accuracy", accuracy(m, te), "sha256", digest)
+    print("test accuracy", accuracy(m, te), "sha256", sidecar_digest(out))

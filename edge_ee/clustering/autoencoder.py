@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from edge_ee.data import ImageSplit
 from edge_ee.errors import ModelError
 from edge_ee.exits.fit import batches
 from edge_ee.models.small_cnn import conv_bn
-from edge_ee.models.weights import load_into, read_state_dict, sha256_file
+from edge_ee.models.weights import load_into, read_state_dict, save_with_sidecar, sidecar_digest
 
 log = logging.getLogger(__name__)
 
@@ -95,41 +93,21 @@ def asset_path() -> Path:
 
 
 def save_encoder(model: nn.Module, path: str | Path) -> str:
-    """torch.save through a temporary file and a rename, then `<path>.sha256`; the digest."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    digest = sha256_file(p)
-    side = Path(f"{p}.sha256")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(digest + "\n")
-    os.replace(tmp, side)
-    return digest
+    """The state_dict and `<path>.sha256`, both written atomically; returns the digest."""
+    return save_with_sidecar({k: v.detach().clone() for k, v in model.state_dict().items()},
+                             path)
 
 
 def load_encoder(path: str | Path | None = None) -> tuple[nn.Sequential, str]:
     """The encoder (eval mode) and its sha256, verified against `<path>.sha256` first."""
     p = Path(path) if path else asset_path()
-    side = Path(f"{p}.sha256")
     if not p.is_file():
         raise ModelError(f"encoder weights {p} not found; train them with "
                          "`python -m edge_ee.clustering.autoencoder --out FILE`")
-    if not side.is_file():
-        raise ModelError(f"{side} missing, so {p.name} cannot be verified; write its sha256 "
-                         "there (sha256sum) or retrain with `python -m edge_ee.clustering."
-                         "autoencoder`")
-    expected = side.read_text().split()[0] if side.read_text().split() else ""
+    digest = sidecar_digest(p)
     model = encoder()
-    load_into(model, read_state_dict(p, expected), str(p))
-    return model.eval(), expected
+    load_into(model, read_state_dict(p, digest), str(p))
+    return model.eval(), digest
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - remakes the asset

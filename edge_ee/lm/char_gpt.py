@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from edge_ee.errors import DataError, ModelError
 from edge_ee.lm.model import DecoderLM, LMConfig
-from edge_ee.models.weights import sha256_file
+from edge_ee.models.weights import save_with_sidecar, verify_sidecar
 
 log = logging.getLogger(__name__)
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "char_gpt.pt"
@@ -125,32 +125,20 @@ def held_out_loss(model: DecoderLM, held: torch.Tensor, context: int, windows: i
 
 def save_char_gpt(model: DecoderLM, tok: CharTokenizer, path: str | Path, info: dict) -> Path:
     """Write the weights atomically with a `.sha256` beside them."""
-    import os
-    import tempfile
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     obj = {"format": "edge-ee-char-gpt", "config": model.config.to_dict(), "chars": tok.chars,
            "info": {k: v for k, v in info.items() if isinstance(v, int | float | str)},
            "state_dict": {k: v for k, v in model.state_dict().items() if k != "output.weight"}}
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(obj, tmp)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # the usual file mode, not mkstemp's 0600
-    os.replace(tmp, p)
-    p.with_name(p.name + ".sha256").write_text(sha256_file(p) + "\n")
+    save_with_sidecar(obj, p)
     return p
 
 
 def load_char_gpt(path: str | Path | None = None) -> tuple[DecoderLM, CharTokenizer]:
     """The shipped (or given) char GPT, its checksum verified against the `.sha256` beside it."""
     p = Path(path) if path else ASSET
-    side = p.with_name(p.name + ".sha256")
     if not p.is_file():
         raise ModelError(f"char GPT weights {p} not found; retrain with `edge-ee lm train-char`")
-    if side.is_file() and sha256_file(p) != side.read_text().split()[0]:
-        raise ModelError(f"{p} does not match {side}; the file is corrupt — re-copy or retrain it")
+    verify_sidecar(p)  # before torch.load: a missing or wrong .sha256 is an error
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several kinds for a file that is not a checkpoint

@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge_ee.errors import ModelError
 from edge_ee.models.small_cnn import conv_bn
-from edge_ee.models.weights import load_into, read_state_dict
+from edge_ee.models.weights import load_into, read_state_dict, sidecar_digest
 
 ASSET = "fashion_resnet.pt"
 CUTS = (0, 1, 2, 3)  # exit points: after the stem and after each residual block but the last
@@ -61,18 +60,9 @@ def asset_path() -> Path:
     return Path(str(resources.files("edge_ee") / "assets" / ASSET))
 
 
-def expected_sha256(path: Path) -> str:
-    """The digest in `<path>.sha256`; a missing sidecar is an error, not a skipped check."""
-    side = Path(str(path) + ".sha256")
-    if not side.is_file():
-        raise ModelError(f"{side} is missing; the shipped weights cannot be verified — "
-                         "reinstall edge-ee or pass your own weights file")
-    return side.read_text().split()[0]
-
-
 def load_fashion_resnet(path: str | Path | None = None) -> nn.Sequential:
     """The shipped network (sha256 checked against its sidecar), or weights from `path`."""
     p = Path(path) if path else asset_path()
     model = fashion_resnet()
-    load_into(model, read_state_dict(p, expected_sha256(p) if path is None else None), str(p))
+    load_into(model, read_state_dict(p, sidecar_digest(p) if path is None else None), str(p))
     return model.eval()

@@ -1,4 +1,9 @@
-"""Safe weight loading: checksum first, then numpy `.npz` or `torch.load(weights_only=True)`."""
+"""Safe weight loading: checksum first, then numpy `.npz` or `torch.load(weights_only=True)`.
+
+Shipped weights carry their sha256 in a sidecar file `<weights>.sha256`: `save_with_sidecar`
+writes both atomically, `sidecar_digest` reads the digest (a missing sidecar is an error,
+never a skipped check) and `verify_sidecar` checks the file against it before it is loaded.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,42 @@ import numpy as np
 import torch
 from torch import nn
 
+from device_runners.files import atomic_path, atomic_write_text
 from device_runners.manifest import sha256_file
-from edge_ee.errors import ModelError
+from edge_ee.errors import EdgeEEError, ModelError
+
+
+def sidecar_digest(path: str | Path, error: type[EdgeEEError] = ModelError) -> str:
+    """The digest in `<path>.sha256`; raises `error` when it is missing or empty."""
+    side = Path(f"{path}.sha256")
+    words = side.read_text().split() if side.is_file() else []
+    if not words:
+        raise error(f"{side} is missing or empty, so {Path(path).name} cannot be verified; "
+                    "reinstall edge-ee, retrain the weights, or write their sha256 there")
+    return words[0]
+
+
+def verify_sidecar(path: str | Path, error: type[EdgeEEError] = ModelError) -> str:
+    """Check `path` against its sidecar digest before anything loads it; returns the digest."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"weights {p} not found; pass an existing file or retrain them")
+    want, got = sidecar_digest(p, error), sha256_file(p)
+    if got != want:
+        raise error(f"{p}: sha256 {got[:16]}… does not match {p.name}.sha256 ({want[:16]}…); the "
+                    "file is corrupt or replaced — re-copy or retrain it")
+    return want
+
+
+def save_with_sidecar(obj: object, path: str | Path) -> str:
+    """`torch.save(obj)` and `<path>.sha256`, each through a temporary file and a rename;
+    returns the digest."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        torch.save(obj, tmp)
+    digest = sha256_file(p)
+    atomic_write_text(f"{p}.sha256", digest + "\n")
+    return digest
 
 
 def read_state_dict(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:

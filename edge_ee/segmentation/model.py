@@ -22,13 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from device_runners.files import atomic_write_text
 from device_runners.manifest import sha256_file
+from edge_ee.models.weights import save_with_sidecar, sidecar_digest
 from edge_ee.segmentation.errors import SegmentationError
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 WEIGHTS_FILE = ASSET_DIR / "camvid_eeseg.pt"
-WEIGHTS_SHA256_FILE = ASSET_DIR / "camvid_eeseg.pt.sha256"
 
 
 @dataclass(frozen=True)
@@ -141,13 +140,10 @@ def upsample_logits(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Te
 
 def save_weights(model: EarlyExitSegNet, path: Path = WEIGHTS_FILE) -> str:
     """Save the state_dict plus its config and write `<path>.sha256`; returns the digest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     cfg = asdict(model.config)
-    torch.save({"state_dict": sd, "config": {k: list(v) if isinstance(v, tuple) else v
-                                              for k, v in cfg.items()}}, path)
-    digest = sha256_file(path)
-    atomic_write_text(str(path) + ".sha256", digest + "\n")
+    digest = save_with_sidecar({"state_dict": sd, "config": {
+        k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}, path)
     return digest
 
 
@@ -158,10 +154,7 @@ def load_pretrained(path: Path = WEIGHTS_FILE, expected_sha256: str | None = Non
         raise SegmentationError(f"weights {path} not found; train them with "
                                 "`python -m edge_ee.segmentation.train`")
     if expected_sha256 is None:
-        side = Path(str(path) + ".sha256")
-        if not side.is_file():
-            raise SegmentationError(f"{side} missing; cannot verify {path.name}")
-        expected_sha256 = side.read_text().strip()
+        expected_sha256 = sidecar_digest(path, SegmentationError)
     got = sha256_file(path)
     if got != expected_sha256:
         raise SegmentationError(f"{path} sha256 {got} != expected {expected_sha256}; "
