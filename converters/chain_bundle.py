@@ -47,12 +47,16 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
                        overwrite: bool = False, full_flops: int | None = None,
                        formats: Sequence[str] = ("onnx",), int8: bool = False,
                        calibration_x: np.ndarray | None = None, int8_heads: str = "auto",
-                       int8_tol: Int8Tolerance = Int8Tolerance()) -> Path:
+                       int8_tol: Int8Tolerance = Int8Tolerance(),
+                       extra_graphs: dict[str, SegmentSpec] | None = None,
+                       task_section: dict[str, Any] | None = None) -> Path:
     """Export, validate and atomically place a sample-exit bundle at `out_dir`.
 
     `formats`: fp32 graph formats ("onnx", "tflite"), each validated against torch.
     `int8`: also write "<format>-int8" files for each, calibrated on `calibration_x`
     (real, normalised inputs, e.g. training images, not the validation samples).
+    `extra_graphs` / `task_section`: graphs beside the chain (fp32 only, e.g. the candidate
+    exits of `edge_ee.candidates`) and top-level manifest keys, passed to `write_bundle`.
     """
     formats = check_formats(list(formats))
     cx = check_calibration(calibration_x, spec.input_shape) if int8 else None
@@ -95,7 +99,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
     total = sum(int(s.flops) for s in specs)
     return write_bundle(specs, spec, out_dir, golden=golden, check=check, formats=formats,
                         cost={"total_flops_all_segments": total, "full_flops": full_flops or total},
-                        calibration=calibration, quantize=quantize, overwrite=overwrite)
+                        calibration=calibration, quantize=quantize, overwrite=overwrite,
+                        extra_graphs=extra_graphs, task_section=task_section)
 
 
 def _chain(backend: Backend, n_segments: int, x: np.ndarray, prefix: str) -> dict[str, np.ndarray]:

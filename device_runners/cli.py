@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".npz with 'x' (raw uint8 NHWC or float32 model input) and optional 'y' "
                         "labels (make one with `edge-ee samples`); default: the bundle's golden "
                         "inputs")
-    p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results file (default: results.json; overheads.json with "
+                        "--measure-overheads)")
     p.add_argument("--mode", choices=("single", "batch"), default="single",
                    help="single: one sample at a time; batch: shrinking batches")
     p.add_argument("--batch-size", type=at.integer(1, 1 << 20), default=32)
@@ -83,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "public key (edge-ee sign; needs the cryptography package)")
     p.add_argument("--skip-self-check", action="store_true",
                    help="do not compare with golden outputs first (not recommended)")
+    p.add_argument("--measure-overheads", action="store_true",
+                   help="instead of running samples: time what each candidate exit (boundary "
+                        "and head) costs on this device and write an overheads file for "
+                        "`edge-ee build --overheads FILE` (needs a bundle built with --candidates)")
+    p.add_argument("--overhead-rounds", type=at.integer(20, 10**7), default=400,
+                   help="with --measure-overheads: interleaved timing rounds at least")
+    p.add_argument("--overhead-min-s", type=at.number(0, 86400), default=3.0,
+                   help="with --measure-overheads: and at least this many seconds of timing")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -171,8 +181,12 @@ def _open_bundle(args: argparse.Namespace, log: Any) -> Any:
 def _run(args: argparse.Namespace, sig: _Signals) -> int:
     t_init = time.perf_counter_ns()
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    if args.out is None:
+        args.out = Path("overheads.json" if args.measure_overheads else "results.json")
     check_output_path(args.out)
     bundle, signature = _open_bundle(args, log)
+    if args.measure_overheads:
+        return _measure_overheads(args, bundle, log)
     cfg = SessionConfig(
         mode=args.mode, batch_size=args.batch_size, warmup_runs=args.warmup_runs,
         min_runs=args.min_runs, min_duration_s=args.min_duration_s, no_exit=args.no_exit,
@@ -216,6 +230,38 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
               f"{'' if run['complete'] else ', INCOMPLETE: interrupted by ' + sig.name()})",
               file=sys.stderr)
     return 0 if run["complete"] else sig.exit_code()
+
+
+def _measure_overheads(args: argparse.Namespace, bundle: Any, log: Any) -> int:
+    """--measure-overheads: self-check, time the candidate graphs, write the file atomically."""
+    from device_runners.files import atomic_write_json
+    from device_runners.overheads import (
+        OverheadProtocol,
+        candidates_section,
+        measure_overheads,
+        overheads_document,
+    )
+    from device_runners.schema import validate_overheads
+    from device_runners.session import resolve_profile
+    candidates_section(bundle)  # before anything runs: is there anything to measure?
+    backend = open_backend(bundle, args.backend, args.threads)
+    if not args.skip_self_check:
+        self_check(bundle, backend)
+    protocol = OverheadProtocol(rounds=args.overhead_rounds, warmup_rounds=args.warmup_runs,
+                                min_duration_s=args.overhead_min_s)
+    _, profile = resolve_profile(SessionConfig(profile=args.profile))
+    log(f"timing candidate exits: ≥ {protocol.rounds} interleaved rounds, ≥ "
+        f"{protocol.min_duration_s} s ({backend.version()}, {args.threads} thread(s))")
+    doc = overheads_document(bundle, backend, type(backend).name, measure_overheads(
+        bundle, backend, protocol), profile)
+    validate_overheads(doc, BundleError, str(args.out))
+    atomic_write_json(args.out, doc)
+    for e in doc["exits"]:
+        log(f"  exit {e['exit_index']}: boundary {e['boundary_fraction']:+.4f} of the full "
+            f"network ({e['boundary_us']:.1f} us), head {e['head_us']:.1f} us")
+    log(f"full network {doc['full_latency_us']:.1f} us over {doc['rounds']} rounds; wrote "
+        f"{args.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -49,3 +49,7 @@ class PowerSourceError(EdgeEEError):
 
 class ResultsError(EdgeEEError):
     """A results file is malformed or does not belong to the given bundle."""
+
+
+class OverheadsError(EdgeEEError):
+    """A device-measured overheads file is malformed or belongs to another model or exits."""

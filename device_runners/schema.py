@@ -405,3 +405,44 @@ def profile_number(v: Any, where: str, optional: bool = False, positive: bool = 
     if v is None and optional:
         return None
     return c.number(v, where, lo=0, lo_open=positive)
+
+
+# ----------------------------------------------------------------------------- overheads
+
+OVERHEADS_KIND = "edge-ee-overheads"
+OVERHEADS_SCHEMA_VERSION = 1
+
+
+def validate_overheads(d: Any, err: type[EdgeEEError], where: str = "overheads.json") -> None:
+    """Types and ranges of a device-measured overheads file (`edge-ee-run --measure-overheads`)."""
+    c = _Check(err, where, "measure it again with edge-ee-run BUNDLE --measure-overheads")
+    c.obj(d, "<document>")
+    if d.get("kind") != OVERHEADS_KIND:
+        c.fail("kind", f"is {_short(d.get('kind'))}, not {OVERHEADS_KIND!r} (not an overheads file)")
+    v = c.integer(d.get("schema_version"), "schema_version", lo=1)
+    if v > OVERHEADS_SCHEMA_VERSION:  # type: ignore[operator]
+        raise SchemaVersionError(f"{where} has schema version {v}, this edge-ee reads up to "
+                                 f"{OVERHEADS_SCHEMA_VERSION}; upgrade edge-ee on the host")
+    b = c.obj(d.get("bundle"), "bundle")
+    if not isinstance(b.get("manifest_sha256"), str) or not _HEX64.fullmatch(b["manifest_sha256"]):
+        c.fail("bundle.manifest_sha256", "must be a lowercase 64-hex sha256")
+    ident = c.obj(d.get("identity"), "identity")
+    c.integer(ident.get("full_flops"), "identity.full_flops", lo=1)
+    c.each(ident.get("input_shape"), "identity.input_shape", lambda x, p: c.integer(x, p, lo=1))
+    for key in ("runtime", "backend", "machine"):
+        c.string(c.obj(d.get("device"), "device").get(key), f"device.{key}")
+    c.integer(d["device"].get("threads"), "device.threads", lo=1)
+    c.integer(d.get("rounds"), "rounds", lo=1)
+    c.number(d.get("full_latency_us"), "full_latency_us", lo=0, lo_open=True)
+    exits = c.lst(d.get("exits"), "exits", nonempty=True)
+    for i, e in enumerate(exits):
+        p = f"exits[{i}]"
+        c.obj(e, p)
+        c.integer(e.get("exit_index"), f"{p}.exit_index", lo=0)
+        c.number(e.get("boundary_fraction"), f"{p}.boundary_fraction", lo=-1)
+        c.number(e.get("head_us"), f"{p}.head_us", lo=0)
+    idx = [e["exit_index"] for e in exits]
+    if idx != sorted(set(idx)):
+        c.fail("exits", "must list each exit once, in order")
+    if [e.get("exit_index") for e in c.lst(ident.get("exits"), "identity.exits", True)] != idx:
+        c.fail("exits", "must match identity.exits")

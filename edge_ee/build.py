@@ -148,7 +148,7 @@ def prepare_calibration(cfg: FitConfig, model: str, train: ImageSplit, test: Ima
 def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
                  overwrite: bool = False, monolithic: bool = False,
                  formats: tuple[str, ...] = ("onnx",), int8: bool = False,
-                 user: UserModel | None = None) -> Path:
+                 user: UserModel | None = None, candidates: bool = False) -> Path:
     check_replaceable(out, overwrite)  # before any pass over data: --out, --overwrite
     net, train, test, source = load_model(model, data, user)
     fmt = {"formats": formats, "int8": int8, "calibration_data": train}
@@ -180,7 +180,7 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
     calib_rec = calibration_record(fitted, cfg, table)
     calib_rec["test_split"] = {"n": len(test_eval), "calibration_samples_left_out": removed}
     path = export(net, fitted.heads, out, test, f"{net.name}-{cfg.exit_spec.label}", calib_rec,
-                  source, overwrite=overwrite, **fmt)
+                  source, overwrite=overwrite, candidates=candidates, **fmt)
     print(f"wrote {path}", file=sys.stderr)
     return path
 

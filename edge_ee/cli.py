@@ -61,6 +61,10 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                    help="measure what each exit's segment boundary costs on this machine "
                         "(runtime call, exit head, layout reorders) and charge it in the "
                         "threshold search instead of --exit-overhead-flops")
+    p.add_argument("--overheads", default=None, metavar="FILE",
+                   help="charge the exit costs a device measured (edge-ee-run BUNDLE "
+                        "--measure-overheads on a --candidates bundle) instead of measuring "
+                        "on this machine; default: none")
 
 
 def _calib_args(p: argparse.ArgumentParser) -> None:
@@ -93,6 +97,7 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
                      search=a.search, random_vectors=a.random_vectors, max_drop=a.max_drop,
                      budget=a.budget, batch_size=a.batch_size, seed=a.seed,
                      exit_overhead_flops=a.exit_overhead_flops, latency_aware=a.latency_aware,
+                     overheads=getattr(a, "overheads", None),
                      delta=a.delta, bound=a.bound, allow_uncertified=a.allow_uncertified,
                      refine=a.refine,
                      calib_data=getattr(a, "calib_data", None),
@@ -157,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--int8", action="store_true",
                    help="also int8 files of each format (post-training, calibrated on 256 "
                         "training samples; exit heads stay float where int8 changes decisions)")
+    b.add_argument("--candidates", action="store_true",
+                   help="also carry every exit with a head as a candidate, so "
+                        "`edge-ee-run BUNDLE --measure-overheads` can time them on the device "
+                        "(then build again with --overheads FILE)")
     _fit_args(b)
     _calib_args(b)
 
@@ -220,7 +229,7 @@ def cmd_build(a: argparse.Namespace) -> int:
     user = UserModel(weights=a.weights, cut=a.cut, input_shape=a.input_shape, mean=a.mean,
                      std=a.std)
     build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
-                 formats=formats, int8=a.int8, user=user)
+                 formats=formats, int8=a.int8, user=user, candidates=a.candidates)
     return 0
 
 

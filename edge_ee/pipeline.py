@@ -80,6 +80,8 @@ class FitConfig:
     exit_overhead_flops: float | tuple[float, ...] = 0.0
     # measure each exit's boundary cost on this machine (edge_ee.boundary) and charge that
     latency_aware: bool = False
+    # charge the costs a device measured (edge-ee-run --measure-overheads) instead: a file path
+    overheads: str | None = None
     # certified thresholds (METHODS §6): P(E[drop loss] ≤ max_drop) ≥ 1 − delta; None = uncertified
     delta: float | None = None
     bound: str = "binomial"  # binomial | hoeffding_bentkus
@@ -169,8 +171,9 @@ def fit_variants(net: ExitNet, train: ImageSplit, variants: Sequence[Sequence[Ex
 
 def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = True,
               choose: bool = True, calib_data: ImageSplit | None = None) -> FittedExits:
-    """Fit the heads; with `choose`, also the thresholds. With `cfg.latency_aware` the boundary
-    costs measured here are written into `fitted.config` (and so into the calibration record).
+    """Fit the heads; with `choose`, also the thresholds. With `cfg.overheads` (a device's
+    measured file) or `cfg.latency_aware` (measured here) the boundary costs charged are
+    written into `fitted.config` (and so into the calibration record, with their source).
 
     `calib_data`: labelled samples the backbone was not trained on (checked by the caller:
     `calib_source.check_disjoint`); thresholds are chosen/certified on them. Without it
@@ -188,7 +191,13 @@ def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = 
         cert_table = table_for(heads, scores, costs)
         secs += time.perf_counter() - t0
     overhead = None
-    if cfg.latency_aware:
+    if cfg.overheads is not None:
+        from edge_ee.candidates import candidate_identity
+        from edge_ee.overheads import device_overheads
+        charged, overhead = device_overheads(cfg.overheads, candidate_identity(net, heads, costs),
+                                             costs.head_flops)
+        cfg = replace(cfg, exit_overhead_flops=charged)
+    elif cfg.latency_aware:
         from edge_ee.boundary import measure_boundaries
         measured = measure_boundaries(net, heads, costs.full_flops, costs.head_flops)
         cfg = replace(cfg, exit_overhead_flops=measured.overhead_flops)
@@ -345,25 +354,34 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
            tol: Tolerance = Tolerance(), formats: Sequence[str] = ("onnx",), int8: bool = False,
            calibration_data: ImageSplit | np.ndarray | None = None,
            calibration_samples: int = 256, int8_heads: str = "auto",
-           int8_tol: Int8Tolerance = Int8Tolerance(), task: str = "classification") -> Path:
+           int8_tol: Int8Tolerance = Int8Tolerance(), task: str = "classification",
+           candidates: bool = False) -> Path:
     """Export the bundle, validated on `validation_samples` real samples of `data`.
 
     `formats`: ("onnx",), ("tflite",) or both. `int8`: also int8 files of each format,
     calibrated on `calibration_samples` random samples of `calibration_data` (an
-    ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W))."""
+    ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W)).
+    `candidates`: also the graphs that let the device measure every exit with a head
+    (`edge_ee.candidates`; `edge-ee-run --measure-overheads`)."""
     plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
     spec = BundleSpec(name=name, classes=tuple(data.classes),
                       input=image_input(net.input_shape, tuple(data.mean), tuple(data.std)),
                       source_sha256=source_sha256, granularity=net.granularity, task=task,
                       provenance={"edge_ee_version": edge_ee.__version__})
+    extra, section = None, None
+    if candidates and any(h is not None for h in heads):
+        from edge_ee.candidates import candidate_graphs
+        extra, cand = candidate_graphs(net, heads, cost_table(net, heads))
+        section = {"candidates": cand}
     with torch.no_grad():
         full = cost_table(net, [None] * net.num_exits).full_flops
         return write_chain_bundle(plans, spec, out_dir, vx, calibration=calibration,
                             overwrite=overwrite, tol=tol, full_flops=full, formats=formats,
                             int8=int8, calibration_x=_calibration_x(calibration_data,
                                                                     calibration_samples, int8),
-                            int8_heads=int8_heads, int8_tol=int8_tol)
+                            int8_heads=int8_heads, int8_tol=int8_tol,
+                            extra_graphs=extra, task_section=section)
 
 
 def _calibration_x(data: ImageSplit | np.ndarray | None, n: int, int8: bool) -> np.ndarray | None:

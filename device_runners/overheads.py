@@ -1,0 +1,158 @@
+"""`edge-ee-run BUNDLE --measure-overheads`: what each candidate exit costs on *this* device.
+
+A candidates bundle (`edge-ee build --candidates`) carries, beside its segments, the
+graphs of its manifest's `candidates` section: the whole network as one graph (`full`),
+for each distinct feature shape among the exits the network cut in two at one probe exit
+of that shape (`first`: the stages up to it and its head; `rest`: the remaining stages
+and the classifier), and every exit's head alone. This module times them with the
+bundle's own backend, **interleaved**: each round runs the whole graph, every two-graph
+chain and every head once, in a shuffled order, so load drifts hit both sides of a
+ratio alike. Per round it keeps the paired ratio chain / whole; the statistic is the
+median of those ratios (a mean is not robust: a pre-empted call makes a ratio of 10 or
+0.1), with the interquartile range as its spread, over at least `rounds` rounds and
+`min_duration_s` seconds.
+
+Per exit: `boundary_fraction` = median ratio of its shape's probe − 1 (the extra time of
+one more boundary, its head included, as a fraction of the whole network), corrected
+by the difference of this exit's head time from the probe's head time; `head_us`: the
+median time of its head alone. The file names the runtime, backend, threads, profile,
+machine and the bundle's manifest sha256, and the candidates' identity (model, input
+shape, FLOPs, exits with their specs and feature shapes), which `edge-ee build
+--overheads FILE` checks against the model it builds.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from device_runners.backends import Backend
+from device_runners.errors import BundleError
+from device_runners.manifest import Bundle
+from device_runners.schema import OVERHEADS_KIND, OVERHEADS_SCHEMA_VERSION
+
+STATISTIC = ("median over interleaved rounds (shuffled order) of the paired ratio "
+             "chain/whole; spread: interquartile range")
+
+
+@dataclass(frozen=True)
+class OverheadProtocol:
+    """How candidate boundaries are timed (batch 1)."""
+
+    rounds: int = 400  # interleaved rounds at least (each runs every graph once)
+    warmup_rounds: int = 30
+    min_duration_s: float = 3.0  # and at least this long
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 20 or self.warmup_rounds < 0 or self.min_duration_s < 0:
+            raise BundleError(f"overhead timing needs ≥ 20 rounds and ≥ 0 warm-up rounds and "
+                              f"seconds, got {self}; pass --overhead-rounds 20 or more")
+
+
+def time_interleaved(calls: Sequence[Callable[[], Any]], rounds: int, warmup_rounds: int,
+                     min_duration_s: float, seed: int = 0) -> np.ndarray:
+    """(rounds, len(calls)) nanoseconds; each round runs every call once in a shuffled order.
+
+    Warm-up rounds are dropped; timing goes on until `rounds` rounds and `min_duration_s`
+    seconds (both) have been measured."""
+    rng = np.random.default_rng(seed)
+    rows: list[list[int]] = []
+    order = np.arange(len(calls))
+    t_end = time.monotonic() + min_duration_s
+    r = 0
+    while True:
+        rng.shuffle(order)
+        row = [0] * len(calls)
+        for j in order:
+            t0 = time.perf_counter_ns()
+            calls[j]()
+            row[j] = time.perf_counter_ns() - t0
+        r += 1
+        if r == warmup_rounds:
+            t_end = time.monotonic() + min_duration_s
+        if r > warmup_rounds:
+            rows.append(row)
+            if len(rows) >= rounds and time.monotonic() >= t_end:
+                return np.asarray(rows, np.float64)
+
+
+def candidates_section(bundle: Bundle) -> dict[str, Any]:
+    """The manifest's `candidates` section, or a BundleError saying how to get one."""
+    cand = bundle.manifest.get("candidates")
+    if not isinstance(cand, dict) or not cand.get("groups"):
+        raise BundleError(f"{bundle.root} carries no candidate exits to measure; build it with "
+                          "`edge-ee build ... --candidates` (all candidate exits), copy that "
+                          "bundle to the device and measure it")
+    return cand
+
+
+def _quartiles(v: np.ndarray) -> tuple[float, float, float]:
+    q25, q50, q75 = np.quantile(v, [0.25, 0.5, 0.75])
+    return float(q25), float(q50), float(q75)
+
+
+def measure_overheads(bundle: Bundle, backend: Backend,
+                      protocol: OverheadProtocol = OverheadProtocol()) -> dict[str, Any]:
+    """Time the bundle's candidate graphs (see the module docstring); the file's exits,
+    rounds and full latency (the caller adds the device identity)."""
+    cand = candidates_section(bundle)
+    x = np.ascontiguousarray(bundle.golden()["input"][:1], dtype=np.float32)
+    full = cand["full"]
+    calls: list[Callable[[], Any]] = [lambda: backend.run(full, x)]
+    feature: dict[int, np.ndarray] = {}
+    for g in cand["groups"]:
+        first, rest = g["first"], g["rest"]
+        feature[g["probe"]] = backend.run(first, x)["feature"]
+        calls.append(lambda a=first, b=rest: backend.run(b, backend.run(a, x)["feature"]))
+    head_of: dict[int, int] = {}
+    for g in cand["groups"]:
+        for i in g["exits"]:
+            f = feature[g["probe"]]
+            head_of[i] = len(calls)
+            calls.append(lambda h=cand["heads"][str(i)], f=f: backend.run(h, f))
+    t = time_interleaved(calls, protocol.rounds, protocol.warmup_rounds,
+                         protocol.min_duration_s, protocol.seed)
+    full_ns = float(np.median(t[:, 0]))
+    exits = []
+    for k, g in enumerate(cand["groups"], start=1):
+        q25, q50, q75 = _quartiles(t[:, k] / t[:, 0] - 1.0)
+        probe_head = float(np.median(t[:, head_of[g["probe"]]]))
+        for i in g["exits"]:
+            h25, h50, h75 = _quartiles(t[:, head_of[i]] / 1e3)
+            frac = q50 + (h50 * 1e3 - probe_head) / full_ns
+            exits.append({"exit_index": int(i), "probe": int(g["probe"]),
+                          "boundary_fraction": frac, "probe_fraction": q50,
+                          "probe_fraction_iqr": [q25, q75], "head_us": h50,
+                          "head_us_iqr": [h25, h75], "boundary_us": frac * full_ns / 1e3})
+    exits.sort(key=lambda e: e["exit_index"])
+    f25, _, f75 = _quartiles(t[:, 0] / 1e3)
+    return {"rounds": len(t), "full_latency_us": full_ns / 1e3, "full_latency_us_iqr": [f25, f75],
+            "exits": exits, "protocol": asdict(protocol), "statistic": STATISTIC}
+
+
+def overheads_document(bundle: Bundle, backend: Backend, backend_name: str, measured: dict,
+                       profile: dict[str, Any]) -> dict[str, Any]:
+    """The overheads file: identity of the runtime, device and bundle, then the figures."""
+    cand = candidates_section(bundle)
+    fmt = type(backend).file_format
+    return {
+        "kind": OVERHEADS_KIND, "schema_version": OVERHEADS_SCHEMA_VERSION,
+        "bundle": {"manifest_sha256": bundle.manifest_sha256,
+                   "name": bundle.manifest["model"]["name"],
+                   "graph_format": fmt.removesuffix("-int8") + (
+                       " (candidate graphs have no int8 files)" if fmt.endswith("-int8") else "")},
+        "identity": cand["identity"],
+        "device": {"runtime": backend.version(), "backend": backend_name,
+                   "threads": backend.threads, "profile": profile.get("name"),
+                   "profile_how": profile.get("how"), "host": platform.node(),
+                   "machine": platform.machine(), "processor": platform.processor() or None,
+                   "python": platform.python_version()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **measured,
+    }
