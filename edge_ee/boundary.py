@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import platform
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from device_runners.overheads import time_interleaved as _interleaved
 from edge_ee.errors import ConfigError
 from edge_ee.exitnet import ExitNet
 from edge_ee.exits.heads import ExitHead
@@ -67,6 +67,9 @@ class BoundaryCosts:
     full_latency_ns: float  # median of the whole graph
     rounds: int
     protocol: BoundaryProtocol
+    # per exit: the standard error of the median ratio (IQR / 1.349 · 1.2533 / √rounds)
+    std_error: tuple[float, ...] = ()
+    hysteresis: dict | None = None  # edge_ee.hysteresis: whether an earlier value was kept
 
     def to_json(self) -> dict:
         import onnxruntime as ort
@@ -79,6 +82,7 @@ class BoundaryCosts:
             "rounds": self.rounds, "full_latency_ns": self.full_latency_ns,
             "fraction": list(self.fraction), "raw_fraction": list(self.raw_fraction),
             "overhead_flops": list(self.overhead_flops), "protocol": asdict(self.protocol),
+            "std_error": list(self.std_error), "hysteresis": self.hysteresis,
         }
 
 
@@ -93,26 +97,10 @@ def quantise(fraction: float, grid: float) -> float:
 
 
 def time_interleaved(calls: Sequence, protocol: BoundaryProtocol) -> np.ndarray:
-    """(rounds, len(calls)) nanoseconds; each round runs every call once in a shuffled order."""
-    rng = np.random.default_rng(protocol.seed)
-    rows: list[list[int]] = []
-    order = np.arange(len(calls))
-    t_end = None
-    r = 0
-    while True:
-        rng.shuffle(order)
-        row = [0] * len(calls)
-        for j in order:
-            t0 = time.perf_counter_ns()
-            calls[j]()
-            row[j] = time.perf_counter_ns() - t0
-        r += 1
-        if r == protocol.warmup_rounds:
-            t_end = time.monotonic() + protocol.min_duration_s
-        if r > protocol.warmup_rounds:
-            rows.append(row)
-            if len(rows) >= protocol.rounds and time.monotonic() >= t_end:
-                return np.asarray(rows, np.float64)
+    """(rounds, len(calls)) nanoseconds; each round runs every call once in a shuffled order
+    (the device's own timer, `device_runners.overheads.time_interleaved`)."""
+    return _interleaved(calls, protocol.rounds, protocol.warmup_rounds, protocol.min_duration_s,
+                        protocol.seed)
 
 
 def measure_boundaries(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,
@@ -153,8 +141,12 @@ def measure_boundaries(net: ExitNet, heads: Sequence[ExitHead | None], full_flop
     ratios = times[:, 1:] / times[:, :1]
     raw_by_shape = {s: float(np.median(ratios[:, g])) - 1.0
                     for g, s in enumerate(groups)}
-    raw, frac, flops = [], [], []
+    q25, q75 = np.quantile(ratios, [0.25, 0.75], axis=0)
+    se_by_shape = {s: float((q75[g] - q25[g]) / 1.349 * 1.2533 / np.sqrt(len(ratios)))
+                   for g, s in enumerate(groups)}
+    raw, frac, flops, se = [], [], [], []
     for i, h in enumerate(heads):
+        se.append(se_by_shape[shapes[i]] if h is not None else 0.0)
         if h is None:
             raw.append(0.0), frac.append(0.0), flops.append(0.0)
             continue
@@ -163,7 +155,7 @@ def measure_boundaries(net: ExitNet, heads: Sequence[ExitHead | None], full_flop
         frac.append(q)
         flops.append(max(0.0, q * full_flops - head_flops[i]))
     return BoundaryCosts(tuple(flops), tuple(frac), tuple(raw), float(np.median(times[:, 0])),
-                         len(times), protocol)
+                         len(times), protocol, tuple(se))
 
 
 def measure_boundary_flops(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,

@@ -198,8 +198,8 @@ def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = 
                                              costs.head_flops)
         cfg = replace(cfg, exit_overhead_flops=charged)
     elif cfg.latency_aware:
-        from edge_ee.boundary import measure_boundaries
-        measured = measure_boundaries(net, heads, costs.full_flops, costs.head_flops)
+        from edge_ee.hysteresis import stable_boundaries
+        measured = stable_boundaries(net, heads, costs.full_flops, costs.head_flops)
         cfg = replace(cfg, exit_overhead_flops=measured.overhead_flops)
         overhead = measured.to_json()
     fitted = FittedExits(heads, costs, table, secs, [], config=cfg, certify_table=cert_table,

@@ -21,6 +21,13 @@ SKIP_REASON = (f"needs the real datasets/weights in {SHARED_DATA} (../shared/dat
 os.environ.setdefault("EDGE_EE_DATA", str(SHARED_DATA))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _boundary_cache(tmp_path_factory) -> None:
+    """Kept host boundary measurements (edge_ee.hysteresis) go to a temporary folder, never
+    the user's ~/.cache; CLI subprocesses inherit it."""
+    os.environ["EDGE_EE_CACHE"] = str(tmp_path_factory.mktemp("edge-ee-cache"))
+
+
 # fixtures that build bundles (fit + export + validation: 15 s to minutes): every test
 # that uses one, directly or through another fixture, is `slow`
 SLOW_FIXTURES = {"fashion_bundle", "all_formats_bundle", "int8_bundle", "bundles", "trained"}
