@@ -150,6 +150,9 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
                  formats: tuple[str, ...] = ("onnx",), int8: bool = False,
                  user: UserModel | None = None, candidates: bool = False) -> Path:
     check_replaceable(out, overwrite)  # before any pass over data: --out, --overwrite
+    if cfg.overheads is not None:  # a corrupt or foreign file fails now; its exits after fitting
+        from edge_ee.overheads import read_overheads
+        read_overheads(cfg.overheads)
     net, train, test, source = load_model(model, data, user)
     fmt = {"formats": formats, "int8": int8, "calibration_data": train}
     if monolithic:

@@ -36,7 +36,8 @@ def read_overheads(path: str | Path) -> tuple[dict[str, Any], str]:
     if len(raw) > MAX_BYTES:
         raise OverheadsError(f"--overheads {p} is {len(raw)} bytes, too large for an overheads "
                              "file; pass the file edge-ee-run --measure-overheads wrote")
-    doc = safe_json_loads(raw, OverheadsError, f"--overheads {p}")
+    doc = safe_json_loads(raw, OverheadsError, f"--overheads {p} (a file of edge-ee-run BUNDLE "
+                          "--measure-overheads)", constants=False)
     validate_overheads(doc, OverheadsError, f"--overheads {p}")
     return doc, sha256_bytes(raw)
 

@@ -39,3 +39,22 @@ def fashion_subset(train_n: int, test_n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     return (tr.subset(np.sort(rng.choice(len(tr), train_n, replace=False))),
             te.subset(np.arange(test_n)))
+
+
+def write_fashion_folder(folder: Path, train, test) -> Path:
+    """Write two ImageSplits as a Fashion-MNIST IDX folder (what `--data` takes)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    def idx(path: Path, arr: np.ndarray) -> None:
+        head = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+        with gzip.open(path, "wb", compresslevel=1) as f:
+            f.write(head + np.ascontiguousarray(arr, np.uint8).tobytes())
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, s in (("train", train), ("t10k", test)):
+        idx(folder / f"{prefix}-images-idx3-ubyte.gz", s.images[..., 0])
+        idx(folder / f"{prefix}-labels-idx1-ubyte.gz", s.labels.astype(np.uint8))
+    return folder
