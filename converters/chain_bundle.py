@@ -22,6 +22,7 @@ import numpy as np
 from converters.bundle import write_bundle
 from converters.errors import ExportValidationError
 from converters.formats import FORMATS, check_formats
+from converters.int8_thresholds import ThresholdHook, recalibrate
 from converters.progress import progress
 from converters.quantize import (
     QUANT_METHODS,
@@ -49,7 +50,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
                        calibration_x: np.ndarray | None = None, int8_heads: str = "auto",
                        int8_tol: Int8Tolerance = Int8Tolerance(),
                        extra_graphs: dict[str, SegmentSpec] | None = None,
-                       task_section: dict[str, Any] | None = None) -> Path:
+                       task_section: dict[str, Any] | None = None,
+                       int8_thresholds: ThresholdHook | None = None) -> Path:
     """Export, validate and atomically place a sample-exit bundle at `out_dir`.
 
     `formats`: fp32 graph formats ("onnx", "tflite"), each validated against torch.
@@ -57,6 +59,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
     (real, normalised inputs, e.g. training images, not the validation samples).
     `extra_graphs` / `task_section`: graphs beside the chain (fp32 only, e.g. the candidate
     exits of `edge_ee.candidates`) and top-level manifest keys, passed to `write_bundle`.
+    `int8_thresholds`: a hook that chooses each exit's threshold on the int8 chain's own
+    scores (`converters.int8_thresholds`); None keeps the fp32 thresholds in int8 files.
     """
     formats = check_formats(list(formats))
     cx = check_calibration(calibration_x, spec.input_shape) if int8 else None
@@ -81,11 +85,14 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
                    **({"formats": per_format} if per_format else {})}
         return arrays, section
 
+    own: dict[str, dict[int, float]] = {}  # int8 format -> its own thresholds by segment
+
     def check(bundle: Bundle, fmt: str) -> tuple[dict, dict]:
         backend = open_backend(bundle, format_backends()[fmt])
         record = self_check(bundle, backend)
         if fmt.endswith("-int8"):
-            return record, validate_int8(specs, backend, vx, torch_outputs(specs, vx), int8_tol)
+            return record, validate_int8(specs, backend, vx, torch_outputs(specs, vx), int8_tol,
+                                         thresholds=own.get(fmt))
         if fmt == "tflite":
             return record, validate(specs, backend, vx,
                                     replace(tol, tie_rtol=max(tol.tie_rtol, TFLITE_TIE_RTOL)))
@@ -94,7 +101,14 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
     def quantize(tmp: Path, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
         if cx is None:
             return None
-        return _quantize_all(tmp, specs, segments, formats, vx, cx, int8_heads)
+        out = _quantize_all(tmp, specs, segments, formats, vx, cx, int8_heads)
+        for fmt in formats if int8_thresholds is not None else ():
+            rec = recalibrate(tmp, specs, segments, fmt, int8_thresholds)
+            out["formats"][f"{fmt}-int8"]["thresholds"] = rec
+            if "thresholds" in rec:
+                own[f"{fmt}-int8"] = {int(i): (np.inf if t is None else t)
+                                      for i, t in rec["thresholds"].items()}
+        return out
 
     total = sum(int(s.flops) for s in specs)
     return write_bundle(specs, spec, out_dir, golden=golden, check=check, formats=formats,

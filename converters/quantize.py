@@ -310,9 +310,13 @@ def _try_half_constants(plan: SegmentSpec, fp32_path: Path, out_path: Path, val_
 
 
 def validate_int8(plans: Sequence[SegmentSpec], backend: Backend, x: np.ndarray,
-                  ref_all: Sequence[dict[str, np.ndarray]], tol: Int8Tolerance = Int8Tolerance()
-                  ) -> dict[str, Any]:
-    """Compare an int8 chain (own features forward) with torch fp32; raise when out of limits."""
+                  ref_all: Sequence[dict[str, np.ndarray]], tol: Int8Tolerance = Int8Tolerance(),
+                  thresholds: dict[int, float] | None = None) -> dict[str, Any]:
+    """Compare an int8 chain (own features forward) with torch fp32; raise when out of limits.
+
+    `thresholds` (segment → threshold): the int8 files carry their own thresholds
+    (`converters.int8_thresholds`); torch's exit flags are then taken at those, so the
+    comparison measures the quantisation error, not the change of threshold."""
     feats = x
     segs = []
     n = len(x)
@@ -321,6 +325,8 @@ def validate_int8(plans: Sequence[SegmentSpec], backend: Backend, x: np.ndarray,
     for i, plan in enumerate(plans):
         got = _run_all(backend, i, feats)
         ref = ref_all[i]
+        if thresholds is not None and i in thresholds:
+            ref = {**ref, "exit": ref["confidence"] > np.float32(thresholds[i])}
         same = got["prediction"] == ref["prediction"]
         seg: dict[str, Any] = {"segment": i, "prediction_agreement": float(same.mean())}
         # an early exit's prediction matters only where it answers: checked on the samples

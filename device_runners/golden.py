@@ -95,6 +95,9 @@ def _sample_cases(bundle: Bundle, g: dict[str, np.ndarray], tol: dict[str, Any])
         want = {name: g[f"{prefix}seg{i}/{name}"] for name in seg["outputs"]}
         near = None
         thr = seg["exit"].get("threshold")
+        own = seg["exit"].get("thresholds_by_format") or {}  # e.g. int8 files' own thresholds
+        if prefix.rstrip("/") in own:
+            thr = own[prefix.rstrip("/")]
         if thr is not None and "confidence" in want:
             near = np.abs(want["confidence"] - thr) <= tol["confidence_atol"]
         yield "golden", i, {seg["inputs"][0]: x}, want, near

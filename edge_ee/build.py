@@ -148,7 +148,8 @@ def prepare_calibration(cfg: FitConfig, model: str, train: ImageSplit, test: Ima
 def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
                  overwrite: bool = False, monolithic: bool = False,
                  formats: tuple[str, ...] = ("onnx",), int8: bool = False,
-                 user: UserModel | None = None, candidates: bool = False) -> Path:
+                 user: UserModel | None = None, candidates: bool = False,
+                 int8_thresholds: str = "own") -> Path:
     check_replaceable(out, overwrite)  # before any pass over data: --out, --overwrite
     if cfg.overheads is not None:  # a corrupt or foreign file fails now; its exits after fitting
         from edge_ee.overheads import read_overheads
@@ -182,10 +183,40 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
               f"{table.full_accuracy - on_test.accuracy:.4f}", file=sys.stderr)
     calib_rec = calibration_record(fitted, cfg, table)
     calib_rec["test_split"] = {"n": len(test_eval), "calibration_samples_left_out": removed}
+    hook = _int8_hook(fitted, cfg, train, calib) if int8 and int8_thresholds == "own" else None
+    calib_rec["int8_thresholds"] = "own" if hook is not None else ("fp32" if int8 else None)
     path = export(net, fitted.heads, out, test, f"{net.name}-{cfg.exit_spec.label}", calib_rec,
-                  source, overwrite=overwrite, candidates=candidates, **fmt)
+                  source, overwrite=overwrite, candidates=candidates, int8_thresholds=hook,
+                  **fmt)
+    if hook is not None:
+        _print_int8(path)
     print(f"wrote {path}", file=sys.stderr)
     return path
+
+
+def _int8_hook(fitted, cfg: FitConfig, train: ImageSplit, calib: ImageSplit | None):
+    """The int8 files' own thresholds: on the same search and selection splits as fp32."""
+    from edge_ee.data import split_indices
+    from edge_ee.int8_calibration import threshold_hook
+    if not any(h is not None and h.enabled for h in fitted.heads):
+        return None  # no exit kept: nothing to calibrate
+    _, hold = split_indices(len(train), cfg.calib_fraction, cfg.seed)
+    exits = [i for i, h in enumerate(fitted.heads) if h is not None and h.enabled]
+    return threshold_hook(fitted, cfg, train.subset(hold), calib, exits)
+
+
+def _print_int8(path: Path) -> None:
+    import json
+    q = json.loads((path / "manifest.json").read_text()).get("quantization") or {}
+    for fmt, rec in (q.get("formats") or {}).items():
+        t = rec.get("thresholds") or {}
+        if "point" in t:
+            p, a = t["point"], t["agreement_with_fp32"]
+            print(f"{fmt}: thresholds on its own scores: calibration cost {p['cost_fraction']:.3f}"
+                  f", accuracy {p['accuracy']:.4f} (fp32 thresholds on int8 scores: cost "
+                  f"{t['fp32_thresholds_on_int8_scores']['cost_fraction']:.3f}, accuracy "
+                  f"{t['fp32_thresholds_on_int8_scores']['accuracy']:.4f}); same exit as fp32 "
+                  f"on {a['exit']:.1%}", file=sys.stderr)
 
 
 def _too_small(cfg: FitConfig, net: ExitNet, train: ImageSplit, calib: ImageSplit | None,

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--int8", action="store_true",
                    help="also int8 files of each format (post-training, calibrated on 256 "
                         "training samples; exit heads stay float where int8 changes decisions)")
+    b.add_argument("--int8-thresholds", choices=("own", "fp32"), default="own",
+                   help="with --int8: choose the int8 files' exit thresholds on their own "
+                        "scores (own, the default) or copy the fp32 thresholds (fp32)")
     b.add_argument("--candidates", action="store_true",
                    help="also carry every exit with a head as a candidate, so "
                         "`edge-ee-run BUNDLE --measure-overheads` can time them on the device "
@@ -229,7 +232,8 @@ def cmd_build(a: argparse.Namespace) -> int:
     user = UserModel(weights=a.weights, cut=a.cut, input_shape=a.input_shape, mean=a.mean,
                      std=a.std)
     build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
-                 formats=formats, int8=a.int8, user=user, candidates=a.candidates)
+                 formats=formats, int8=a.int8, user=user, candidates=a.candidates,
+                 int8_thresholds=a.int8_thresholds)
     return 0
 
 

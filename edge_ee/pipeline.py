@@ -355,14 +355,15 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
            calibration_data: ImageSplit | np.ndarray | None = None,
            calibration_samples: int = 256, int8_heads: str = "auto",
            int8_tol: Int8Tolerance = Int8Tolerance(), task: str = "classification",
-           candidates: bool = False) -> Path:
+           candidates: bool = False, int8_thresholds=None) -> Path:
     """Export the bundle, validated on `validation_samples` real samples of `data`.
 
     `formats`: ("onnx",), ("tflite",) or both. `int8`: also int8 files of each format,
     calibrated on `calibration_samples` random samples of `calibration_data` (an
     ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W)).
     `candidates`: also the graphs that let the device measure every exit with a head
-    (`edge_ee.candidates`; `edge-ee-run --measure-overheads`)."""
+    (`edge_ee.candidates`; `edge-ee-run --measure-overheads`). `int8_thresholds`: the hook
+    that calibrates int8 files on their own scores (`edge_ee.int8_calibration`)."""
     plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
     spec = BundleSpec(name=name, classes=tuple(data.classes),
@@ -381,7 +382,8 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
                             int8=int8, calibration_x=_calibration_x(calibration_data,
                                                                     calibration_samples, int8),
                             int8_heads=int8_heads, int8_tol=int8_tol,
-                            extra_graphs=extra, task_section=section)
+                            extra_graphs=extra, task_section=section,
+                            int8_thresholds=int8_thresholds)
 
 
 def _calibration_x(data: ImageSplit | np.ndarray | None, n: int, int8: bool) -> np.ndarray | None:
