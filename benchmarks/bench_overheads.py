@@ -134,7 +134,7 @@ def main() -> None:
         kept, point = _choose(fitted, cfg, m.overhead_flops)
         rows[f"host, plain #{r + 1}"] = (list(m.raw_fraction), kept, point)
     with tempfile.TemporaryDirectory() as cache:
-        os.environ["EDGE_EE_CACHE"] = cache
+        os.environ["EDGE_EE_BOUNDARY_CACHE"] = cache
         for r in range(a.repeats):
             print(f"host default (hysteresis) {r + 1}: {_load()}", flush=True)
             m = stable_boundaries(net, fitted.heads, costs.full_flops, costs.head_flops)

@@ -5,7 +5,8 @@ Quantising the measured boundary fractions (`edge_ee.boundary`) is not enough fo
 either way from one build to the next. `stable_boundaries` therefore keeps, per machine,
 runtime, threads and architecture (model name, input shape, FLOPs, exits with a head and
 their head FLOPs), the record of the last measurement in a small JSON file under
-`$EDGE_EE_CACHE` (default `~/.cache/edge-ee`)/boundaries/. A new measurement whose every
+`$EDGE_EE_BOUNDARY_CACHE`, else `$EDGE_EE_CACHE/boundaries/` (default
+`~/.cache/edge-ee/boundaries/`). A new measurement whose every
 raw fraction lies within the band of the kept one — `max(2 × grid, 4 × standard error
 of either median)` — is reported but the kept quantised fractions are charged
 (`hysteresis.kept_previous: true`); a larger move replaces the record. The record is
@@ -32,7 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    """Where kept measurements live: $EDGE_EE_CACHE, else ~/.cache/edge-ee."""
+    """Where kept measurements live: $EDGE_EE_BOUNDARY_CACHE, else boundaries/ in the data
+    cache ($EDGE_EE_CACHE, default ~/.cache/edge-ee)."""
+    own = os.environ.get("EDGE_EE_BOUNDARY_CACHE")
+    if own:
+        return Path(own)
     root = os.environ.get("EDGE_EE_CACHE") or Path.home() / ".cache" / "edge-ee"
     return Path(root) / "boundaries"
 

@@ -25,7 +25,7 @@ os.environ.setdefault("EDGE_EE_DATA", str(SHARED_DATA))
 def _boundary_cache(tmp_path_factory) -> None:
     """Kept host boundary measurements (edge_ee.hysteresis) go to a temporary folder, never
     the user's ~/.cache; CLI subprocesses inherit it."""
-    os.environ["EDGE_EE_CACHE"] = str(tmp_path_factory.mktemp("edge-ee-cache"))
+    os.environ["EDGE_EE_BOUNDARY_CACHE"] = str(tmp_path_factory.mktemp("boundary-cache"))
 
 
 # fixtures that build bundles (fit + export + validation: 15 s to minutes): every test

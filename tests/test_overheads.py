@@ -150,7 +150,7 @@ def test_host_hysteresis_keeps_or_replaces(tmp_path: Path, monkeypatch) -> None:
     from edge_ee.hysteresis import cache_dir, stable_boundaries
     from edge_ee.models.small_cnn import load_small_cnn
     from tests.helpers_data import fashion_subset
-    monkeypatch.setenv("EDGE_EE_CACHE", str(tmp_path))
+    monkeypatch.setenv("EDGE_EE_BOUNDARY_CACHE", str(tmp_path))
     net = from_sequential(load_small_cnn(), [0, 1, 2, 3, 4], (1, 28, 28), "fashion-cnn")
     variant = [None, ExitSpec.parse("lda:2"), None, ExitSpec.parse("lda:2"), None]
     (stats,) = fit_statistics(net, [variant], fashion_subset(300, 10)[0], 300, False)
