@@ -75,6 +75,13 @@ def stable_boundaries(net: ExitNet, heads: Sequence[ExitHead | None], full_flops
     """`measure_boundaries`, with hysteresis against this machine's kept measurement."""
     new = measure_boundaries(net, heads, full_flops, head_flops, protocol)
     path = cache_dir() / f"{_key(net, heads, full_flops, head_flops, protocol)}.json"
+    return keep_or_replace(new, path, heads, full_flops, head_flops)
+
+
+def keep_or_replace(new: BoundaryCosts, path: Path, heads: Sequence[ExitHead | None],
+                    full_flops: int, head_flops: Sequence[int]) -> BoundaryCosts:
+    """The hysteresis rule (module docstring) between `new` and the record at `path`."""
+    protocol = new.protocol
     kept = _read(path)
     n = len(new.raw_fraction)
     if kept is not None and len(kept["raw_fraction"]) == n and len(kept.get("fraction", [])) == n:
@@ -101,6 +108,7 @@ def stable_boundaries(net: ExitNet, heads: Sequence[ExitHead | None], full_flops
                                  "std_error": list(new.std_error), "rounds": new.rounds})
     except OSError as err:
         log.warning("cannot keep the boundary measurement in %s (%s); repeated builds may "
-                    "choose other exits — set EDGE_EE_CACHE to a writable folder", path, err)
+                    "choose other exits — set EDGE_EE_BOUNDARY_CACHE to a writable folder", path,
+                    err)
         info["file"] = None
     return replace(new, hysteresis=info)

@@ -140,6 +140,7 @@ def test_bad_overheads_are_typed_errors(flow, tmp_path: Path) -> None:
         device_overheads(flow["ovh"], other, heads)
 
 
+@pytest.mark.slow  # ~13 s of CPU: data load, statistics, one real boundary measurement
 def test_host_hysteresis_keeps_or_replaces(tmp_path: Path, monkeypatch) -> None:
     """A kept measurement is charged while the new one lies in its band, replaced otherwise."""
     from edge_ee.boundary import BoundaryProtocol
@@ -147,7 +148,7 @@ def test_host_hysteresis_keeps_or_replaces(tmp_path: Path, monkeypatch) -> None:
     from edge_ee.exitnet import from_sequential
     from edge_ee.exits import ExitSpec
     from edge_ee.exits.fit import build_heads, fit_statistics
-    from edge_ee.hysteresis import cache_dir, stable_boundaries
+    from edge_ee.hysteresis import cache_dir, keep_or_replace, stable_boundaries
     from edge_ee.models.small_cnn import load_small_cnn
     from tests.helpers_data import fashion_subset
     monkeypatch.setenv("EDGE_EE_BOUNDARY_CACHE", str(tmp_path))
@@ -156,28 +157,36 @@ def test_host_hysteresis_keeps_or_replaces(tmp_path: Path, monkeypatch) -> None:
     (stats,) = fit_statistics(net, [variant], fashion_subset(300, 10)[0], 300, False)
     heads = build_heads(stats, variant)
     costs = cost_table(net, heads)
+    full, hf = costs.full_flops, costs.head_flops
     proto = BoundaryProtocol(rounds=40, warmup_rounds=5, min_duration_s=0.1)
-    first = stable_boundaries(net, heads, costs.full_flops, costs.head_flops, proto)
+    first = stable_boundaries(net, heads, full, hf, proto)  # one real measurement
     assert first.hysteresis["kept_previous"] is False
-    (kept,) = list(cache_dir().glob("*.json"))
+    assert cache_dir() == tmp_path
+    (kept,) = list(tmp_path.glob("*.json"))
     rec = json.loads(kept.read_text())
     assert rec["raw_fraction"] == list(first.raw_fraction)
+    assert first.std_error[1] > 0 and first.std_error[0] == 0
     # a wide band: the kept (here: edited) fractions are charged, whatever was measured now
     rec["fraction"] = [0.0, 0.5, 0.0, 0.3, 0.0]
     rec["std_error"] = [1.0] * 5
     kept.write_text(json.dumps(rec))
-    again = stable_boundaries(net, heads, costs.full_flops, costs.head_flops, proto)
+    again = keep_or_replace(first, kept, heads, full, hf)
     assert again.hysteresis["kept_previous"] is True
     assert again.fraction == (0.0, 0.5, 0.0, 0.3, 0.0)
-    assert again.overhead_flops[1] == pytest.approx(0.5 * costs.full_flops - costs.head_flops[1])
+    assert again.overhead_flops[1] == pytest.approx(0.5 * full - hf[1])
     assert again.to_json()["hysteresis"]["kept_previous"] is True
-    # a kept value far outside the band is replaced by the new measurement
-    rec.update(raw_fraction=[0.0, 9.0, 0.0, 9.0, 0.0], std_error=[0.0] * 5)
+    # within max(2·grid, 4·se) of the kept raw value: kept; just beyond it: replaced
+    rec.update(raw_fraction=[0.0, first.raw_fraction[1] + 0.039, 0.0,
+                             first.raw_fraction[3] - 0.039, 0.0], std_error=[0.0] * 5)
     kept.write_text(json.dumps(rec))
-    third = stable_boundaries(net, heads, costs.full_flops, costs.head_flops, proto)
-    assert third.hysteresis["kept_previous"] is False
-    assert json.loads(kept.read_text())["raw_fraction"] == list(third.raw_fraction)
+    if max(first.std_error) * 4 < 0.039:
+        assert keep_or_replace(first, kept, heads, full, hf).hysteresis["kept_previous"]
+    rec.update(raw_fraction=[0.0, 9.0, 0.0, 9.0, 0.0])
+    kept.write_text(json.dumps(rec))
+    third = keep_or_replace(first, kept, heads, full, hf)
+    assert third.hysteresis["kept_previous"] is False and third.fraction == first.fraction
+    assert json.loads(kept.read_text())["raw_fraction"] == list(first.raw_fraction)
     # an unreadable kept file is ignored and replaced
     kept.write_text("{not json")
-    fourth = stable_boundaries(net, heads, costs.full_flops, costs.head_flops, proto)
+    fourth = keep_or_replace(first, kept, heads, full, hf)
     assert fourth.hysteresis["kept_previous"] is False and json.loads(kept.read_text())
