@@ -209,15 +209,15 @@ def onnx_runner(path: Path, out_names: Sequence[str]) -> Runner:
 
 
 def tflite_runner(path: Path, out_names: Sequence[str]) -> Runner:
-    from device_runners.backends.tflite import _Segment, load_interpreter_class
+    from device_runners.backends.tflite import _Graph, load_interpreter_class
     cls, _ = load_interpreter_class()
     interp = cls(model_path=str(path), num_threads=1)
     interp.allocate_tensors()
-    seg = _Segment(interp, list(out_names))
+    graph = _Graph(interp, ["x"], list(out_names), None)
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        parts = [seg.run(x[n : n + 1]) for n in range(len(x))]
-        return {k: np.concatenate(v) for (k, _), v in zip(seg.outs, zip(*parts, strict=True),
+        parts = [graph.run([x[n : n + 1]]) for n in range(len(x))]
+        return {k: np.concatenate(v) for (k, _), v in zip(graph.outs, zip(*parts, strict=True),
                                                           strict=True)}
     return run
 

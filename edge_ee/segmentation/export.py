@@ -1,16 +1,22 @@
 """ONNX graphs of the pixel-exit network, per-class thresholds baked in as constants.
 
-Graphs (all batch 1; `bundle.py` describes them as segment specs, which
-`converters.bundle.write_bundle` exports through the format registry and validates):
-* `FirstSegment`: image (1,3,H,W) → feature grid (1,C,h,w), token logits (h*w,K),
-  exit_mask (h*w,) bool — stem, stage 0 and exit 0;
-* `TokenSegment` s ≥ 1: (feature grid, idx (M,) int64 remaining tokens) → (updated grid,
-  logits (M,K), exit_mask (M,)); M is a dynamic dimension. The depthwise `mix` runs on
-  the whole grid; the MLPs and the exit head run on the `idx` rows only (`Gather` in,
-  `ScatterND` back: about 1.8x faster in onnxruntime than `GatherElements`/
-  `ScatterElements` on an expanded (M,C) index). The last segment's mask is all true.
-* `Assemble`: token logits (1,K,h,w) → bilinear upsample → class map (1,H,W) int64;
-* `FullNet`: the monolithic no-exit network, image → class map (1,H,W).
+Graphs (batch B images; `bundle.py` describes them as segment specs, which
+`converters.bundle.write_bundle` exports through the format registry and validates).
+Tokens of a batch are numbered flat, image-major: token t of image b is row b*h*w + t.
+* `FirstSegment`: image (B,3,H,W) → feature grid (B,C,h,w), token logits (B*h*w,K),
+  exit_mask (B*h*w,) bool — stem, stage 0 and exit 0;
+* `TokenSegment` s ≥ 1: (feature grid (B,C,h,w), idx (M,) int64 running tokens, flat)
+  → (updated grid, logits (M,K), exit_mask (M,)); M is a dynamic dimension. The
+  depthwise `mix` runs on the whole grid; the MLPs and the exit head run on the `idx`
+  rows only (`Gather` in, `ScatterND` back: about 1.8x faster in onnxruntime than
+  `GatherElements`/`ScatterElements` on an expanded (M,C) index). The last segment's
+  mask is all true. The token table has one extra zero row, index B*h*w, that the grid
+  never reads: an `idx` padded with that value to a fixed length computes the real
+  rows unchanged (padded rows only ever write the spare row, so duplicate scatters
+  cannot touch a real token). TFLite, whose converter cannot lower a dynamic M,
+  carries one signature per fixed length (`converters.spec.Padding`).
+* `Assemble`: token logits (B,K,h,w) → bilinear upsample → class map (B,H,W) int64;
+* `FullNet`: the monolithic no-exit network, image → class map (B,H,W).
 
 A token covers a 4x4 patch of pixels: its exit mask is the per-pixel mask of that patch.
 Wrappers are built in eval mode (export restores the training flag recursively).
@@ -44,7 +50,7 @@ class FirstSegment(nn.Module):
         x = self.stem(image)
         for blk in self.blocks:
             x = blk(x)
-        logits = self.head(x.reshape(self.c, -1).t())
+        logits = self.head(x.flatten(2).transpose(1, 2).reshape(-1, self.c))
         mask = torch.ones_like(logits[:, 0], dtype=torch.bool) if self.last \
             else decide_exit(logits, self.thresholds)
         return x, logits, mask
@@ -65,16 +71,18 @@ class TokenSegment(nn.Module):
                              else thresholds.clone())
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor):
-        c, n = self.c, self.h * self.w
-        xt = x.reshape(c, n).t()
+        c, n, h, w = self.c, self.h * self.w, self.h, self.w
+        spare = torch.zeros(1, c, dtype=x.dtype)  # row B*n: where padded indices point
+        xt = torch.cat([x.flatten(2).transpose(1, 2).reshape(-1, c), spare])
         for blk in self.blocks:
-            d = blk.mix(xt.t().reshape(1, c, self.h, self.w)).reshape(c, n).t()
+            grid = xt[:-1].reshape(-1, n, c).transpose(1, 2).reshape(-1, c, h, w)
+            d = torch.cat([blk.mix(grid).flatten(2).transpose(1, 2).reshape(-1, c), spare])
             upd = torch.index_select(xt, 0, idx) + blk.mlp(torch.index_select(d, 0, idx))
             xt = xt.index_copy(0, idx, upd)
         logits = self.head(torch.index_select(xt, 0, idx))
         mask = torch.ones_like(logits[:, 0], dtype=torch.bool) if self.last \
             else decide_exit(logits, self.thresholds)
-        return xt.t().reshape(1, c, self.h, self.w), logits, mask
+        return xt[:-1].reshape(-1, n, c).transpose(1, 2).reshape(-1, c, h, w), logits, mask
 
 
 class FullNet(nn.Module):
@@ -96,7 +104,7 @@ class FullNet(nn.Module):
 
 
 class Assemble(nn.Module):
-    """Token logits (1,K,h,w) → full-resolution class map (1,H,W)."""
+    """Token logits (B,K,h,w) → full-resolution class map (B,H,W)."""
 
     def __init__(self, image_hw: tuple[int, int]) -> None:
         super().__init__()
