@@ -9,9 +9,10 @@ single-input graph runs sample by sample; a multi-input graph (segmentation's to
 segments: grid + running-token index) runs batch 1 only. Inputs map to the signature's
 args_0, args_1, … in the manifest's order. A graph whose manifest entry has `padding`
 carries one signature per padded length (converters.spec.Padding): the feed is padded
-to the next length and the listed outputs trimmed back. Quantised (int8/uint8) inputs and outputs are (de)quantised with the
-tensor's scale and zero point, and integer outputs are widened to int64, so outputs look
-exactly like onnxruntime's: the names and order the manifest lists.
+to the next length and the listed outputs trimmed back. Quantised (int8/uint8) inputs and
+outputs are (de)quantised with the tensor's scale and zero point, and integer outputs are
+widened to int64, so outputs look exactly like onnxruntime's: the names and order the
+manifest lists.
 """
 
 from __future__ import annotations
