@@ -10,10 +10,11 @@ and only the `ActiveSet` strategy differs:
   the rest pass their `feature` on. A batch of one is the single-sample mode.
 * `token` (`TokenIndex`): a unit is a token of an input — a 4x4 pixel patch for
   segmentation (CBT). Segment 0 takes the images; later segments take the whole feature
-  grids plus the flat (image-major) index of the tokens still running (`idx`) and
-  gather, compute and scatter inside the graph, so stopped tokens keep their last
-  feature. Tokens whose `exit_mask` is set keep the logits of that exit; the extra
-  `assemble` graph turns the token logits into the class maps. Per-input outcome
+  grids plus the flat (image-major) index of the tokens still running (`idx`) and its
+  inverse (`pos`, `token_positions`), gather, compute and add the updates back inside
+  the graph, so stopped tokens keep their last feature. Tokens whose `exit_mask` is set
+  keep the logits of that exit; the extra `assemble` graph turns the token logits into
+  the class maps. Per-input outcome
   arrays: `exit` (B, tokens), `prediction` (B, H, W), `confidence` (B, tokens),
   `extra["token_logits"]` (B, tokens, K).
 
@@ -152,7 +153,9 @@ class TokenIndex(ActiveSet):
     def feeds(self, seg: dict[str, Any]) -> dict[str, np.ndarray]:
         if self.feature is None:  # the first segment takes the images
             return {seg["inputs"][0]: self.x}
-        return {seg["inputs"][0]: self.feature, seg["inputs"][1]: self.idx}
+        names = seg["inputs"]
+        return {names[0]: self.feature, names[1]: self.idx,
+                names[2]: token_positions(self.idx, self.b, self.h * self.w)}
 
     def update(self, index: int, out: dict[str, np.ndarray], stop: str) -> None:
         if "exit_mask" not in out:  # a monolithic graph: the class maps directly
@@ -181,6 +184,14 @@ class TokenIndex(ActiveSet):
         conf = (1.0 / np.exp(e).sum(2)).astype(np.float32)  # max softmax of each token
         return Outcome(self.exit.reshape(self.b, -1), self.prediction, conf, [], [],
                        extra={"token_logits": logits, "assemble_latency_ns": assemble_ns})
+
+
+def token_positions(idx: np.ndarray, batch: int, tokens: int) -> np.ndarray:
+    """(batch, tokens) int64: 1 + the position of each token in the flat running index
+    `idx`, 0 for a token that is not running (the token graphs' `pos` input)."""
+    pos = np.zeros(batch * tokens, np.int64)
+    pos[idx] = np.arange(1, len(idx) + 1)
+    return pos.reshape(batch, tokens)
 
 
 def granularity(bundle: Bundle) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 
 from device_runners.backends import Backend
 from device_runners.errors import SelfCheckError
-from device_runners.executor import execute, granularity
+from device_runners.executor import execute, granularity, token_positions
 from device_runners.manifest import Bundle
 
 DECISIONS = ("prediction", "exit", "exit_mask")
@@ -114,8 +114,12 @@ def _token_cases(bundle: Bundle, g: dict[str, np.ndarray], tol: dict[str, Any]) 
         for seg in bundle.segments:
             i = seg["index"]
             names = seg["inputs"]
-            feeds = {names[0]: image} if i == 0 else {
-                names[0]: g[f"{p}img{n}/seg{i - 1}/feature"], names[1]: g[f"{p}img{n}/seg{i}/idx"]}
+            if i == 0:
+                feeds = {names[0]: image}
+            else:
+                feature, idx = g[f"{p}img{n}/seg{i - 1}/feature"], g[f"{p}img{n}/seg{i}/idx"]
+                feeds = {names[0]: feature, names[1]: idx,
+                         names[2]: token_positions(idx, 1, int(np.prod(feature.shape[2:])))}
             want = {name: g[f"{p}img{n}/seg{i}/{name}"] for name in seg["outputs"]}
             near = _near_class_thresholds(want["logits"], None if i == last else thresholds,
                                           tol["confidence_atol"])

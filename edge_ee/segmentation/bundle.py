@@ -219,7 +219,9 @@ def _specs(model: EarlyExitSegNet, t: torch.Tensor | None, vx: np.ndarray, cost:
     for s, mod in enumerate(mods):
         last = s == len(mods) - 1
         dense = cost.dense_flops[s] + (cost.stem_flops if s == 0 else 0)
-        example = {"image": img} if s == 0 else {"feature_in": x0, "idx": example_idx}
+        example = {"image": img} if s == 0 else {
+            "feature_in": x0, "idx": example_idx,  # pos 0: valid for any padded idx length
+            "pos": torch.zeros(1, n, dtype=torch.int64)}
         specs.append(SegmentSpec(
             mod, example, tuple(SEG0_INPUTS if s == 0 else SEG_INPUTS), tuple(SEG_OUTPUTS),
             int(dense + n * cost.per_token_flops[s]), sum(p.numel() for p in mod.parameters()),
@@ -230,7 +232,7 @@ def _specs(model: EarlyExitSegNet, t: torch.Tensor | None, vx: np.ndarray, cost:
                          "logits": "float32 (M,K) of the tokens run",
                          "exit_mask": "bool (M,): OR_k softmax_k >= T_k (all true last)"}},
             [s], COMPARE, {"image": {0: BATCH}} if s == 0 else
-            {"feature_in": {0: BATCH}, "idx": {0: TOKENS}},
+            {"feature_in": {0: BATCH}, "idx": {0: TOKENS}, "pos": {0: BATCH}},
             passes_on=None if last else "feature",
             manifest={"dense_flops": int(dense), "per_token_flops": int(cost.per_token_flops[s])},
             padding=None if s == 0 else padding))

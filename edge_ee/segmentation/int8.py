@@ -31,6 +31,7 @@ from converters.errors import QuantizationError
 from converters.progress import progress
 from converters.quantize import QUANT_METHODS, Int8Tolerance, quantize_onnx
 from device_runners.backends import Backend
+from device_runners.executor import token_positions
 from device_runners.manifest import Bundle
 from edge_ee.errors import ExportValidationError
 from edge_ee.segmentation.export import SEG_OUTPUTS
@@ -51,7 +52,9 @@ def torch_chain(mods: list[nn.Module], img: torch.Tensor, n: int
         if s == 0:
             feeds = {"image": img}
         else:
-            feeds = {"feature_in": feat, "idx": idx if idx.numel() else torch.arange(n)}
+            use = idx if idx.numel() else torch.arange(n)
+            feeds = {"feature_in": feat, "idx": use,
+                     "pos": torch.from_numpy(token_positions(use.numpy(), 1, n))}
         out = dict(zip(SEG_OUTPUTS, mod(*feeds.values()), strict=True))
         yield feeds, out
         if idx.numel():
@@ -90,7 +93,10 @@ def quantize_all(tmp: Path, segments: list[dict[str, Any]], mods: list[nn.Module
         recs.append({"segment": s, "heads": "float"})
     return {"calibration_images": len(cal_x), "heads_policy": "float",
             "thresholds": "the fp32 bundle's per-class thresholds, unchanged",
-            "formats": {"onnx-int8": {**QUANT_METHODS["onnx"], "segments": recs}}}
+            "formats": {"onnx-int8": {
+                **QUANT_METHODS["onnx"], "segments": recs,
+                "float_heads": "the exit head nodes (one Linear per exit, `head` scope) are "
+                               "excluded from quantisation and compute float32"}}}
 
 
 def runtime_golden(backend: Backend, n_segments: int, gx: np.ndarray, cfg: SegNetConfig,
@@ -111,7 +117,8 @@ def runtime_golden(backend: Backend, n_segments: int, gx: np.ndarray, cfg: SegNe
             else:
                 use = idx if len(idx) else np.arange(n, dtype=np.int64)
                 g[p + "idx"] = use
-                out = backend.run(s, {"feature_in": feat, "idx": use})
+                out = backend.run(s, {"feature_in": feat, "idx": use,
+                                      "pos": token_positions(use, 1, n)})
             g.update({p + k: v for k, v in out.items()})
             if len(idx):
                 m = out["exit_mask"].astype(bool)
