@@ -194,7 +194,9 @@ def test_failed_validation_leaves_nothing(camvid, tmp_path: Path) -> None:
 @pytest.mark.parametrize("flags", [["--alpha", "0.999", "--beta", "0.99"],
                                    ["--alpha", "0", "--beta", "0.99"],
                                    ["--alpha", "0.9", "--beta", "1.5"],
-                                   ["--mode", "single", "--threshold", "1.2"]])
+                                   ["--mode", "single", "--threshold", "1.2"],
+                                   ["--mode", "full", "--int8"],
+                                   ["--int8", "--int8-calib-images", "1"]])
 def test_seg_build_rejects_bad_ranges(flags: list[str], tmp_path: Path, capsys) -> None:
     from edge_ee.cli import main
     assert main(["seg-build", "--out", str(tmp_path / "b"), *flags]) == 2
