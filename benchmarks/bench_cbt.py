@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
                 o = run(n, xte[i:i + 1])
                 lat[n].append(o.latency_ns)
                 if r == 0:
-                    confs[n] += confusion(o.prediction, yte[i], 11, IGNORE_INDEX)
-                    tpe[n].append(np.bincount(o.exit, minlength=4))
+                    confs[n] += confusion(o.prediction[0], yte[i], 11, IGNORE_INDEX)
+                    tpe[n].append(np.bincount(o.exit[0], minlength=4))
     thr = {n: b.manifest["segmentation"]["thresholds"] for n, b in bundles.items()}
     print(f"\nCamVid test ({len(xte)} images, 120x160, 1200 tokens); device runner "
           f"(onnxruntime 1 thread), median latency of {args.repeats} interleaved rounds")

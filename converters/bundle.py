@@ -75,6 +75,7 @@ def segment_entry(i: int, seg: SegmentSpec, files: dict[str, str]) -> dict[str, 
     return {"index": i, "name": seg.name or f"seg{i}", "stages": list(seg.stages),
             "files": files, "inputs": list(seg.input_names), "outputs": list(seg.output_names),
             "flops": int(seg.flops), "params": int(seg.params), "exit": seg.exit,
+            **({"padding": seg.padding.to_manifest()} if seg.padding is not None else {}),
             **seg.manifest}
 
 
@@ -86,7 +87,8 @@ def _export_all(tmp: Path, specs: list[SegmentSpec], extra: dict[str, SegmentSpe
         files = {f: fmts.export(f, seg, tmp, stem) for f in formats}
         segments.append(segment_entry(i, seg, files))
     graphs = {name: {"files": {f: fmts.export(f, g, tmp, name) for f in formats},
-                     "inputs": list(g.input_names), "outputs": list(g.output_names)}
+                     "inputs": list(g.input_names), "outputs": list(g.output_names),
+                     **({"padding": g.padding.to_manifest()} if g.padding is not None else {})}
               for name, g in extra.items()}
     return segments, graphs
 

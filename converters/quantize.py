@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import ast
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,9 +119,14 @@ def onnx_head_nodes(model: onnx.ModelProto, feature_output: str | None = "featur
 
 class _Reader:
     """onnxruntime CalibrationDataReader over an array, in small batches of equal size
-    (the histogram calibrators, Entropy / Percentile, stack the batches of a tensor)."""
+    (the histogram calibrators, Entropy / Percentile, stack the batches of a tensor), or
+    over a list of feed dicts (multi-input graphs: one dict per call)."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int = 16) -> None:
+    def __init__(self, name: str, x: np.ndarray | Sequence[Mapping[str, np.ndarray]],
+                 batch: int = 16) -> None:
+        if not isinstance(x, np.ndarray):
+            self._it = iter([dict(f) for f in x])
+            return
         batch = next(b for b in range(max(1, min(batch, len(x))), 0, -1) if len(x) % b == 0)
         self._it = iter([{name: x[s : s + batch]} for s in range(0, len(x), batch)])
 
@@ -173,10 +178,12 @@ def half_head_constants(path: Path, out_path: Path, head_nodes: Sequence[str],
     return done
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path, calib_x: np.ndarray, float_heads: bool,
+def quantize_onnx(fp32_path: Path, out_path: Path,
+                  calib_x: np.ndarray | Sequence[Mapping[str, np.ndarray]], float_heads: bool,
                   max_calib: int = 256, calibrate_method: str = "MinMax") -> Path:
     """Static QDQ int8 (U8S8: uint8 activations, int8 per-channel weights) of one ONNX
-    segment, calibrated on `calib_x` (`calibrate_method`: MinMax | Entropy | Percentile)."""
+    segment, calibrated on `calib_x` (`calibrate_method`: MinMax | Entropy | Percentile):
+    an array for the graph's first input, or a list of feed dicts by input name."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -209,15 +216,15 @@ def onnx_runner(path: Path, out_names: Sequence[str]) -> Runner:
 
 
 def tflite_runner(path: Path, out_names: Sequence[str]) -> Runner:
-    from device_runners.backends.tflite import _Segment, load_interpreter_class
+    from device_runners.backends.tflite import _Graph, load_interpreter_class
     cls, _ = load_interpreter_class()
     interp = cls(model_path=str(path), num_threads=1)
     interp.allocate_tensors()
-    seg = _Segment(interp, list(out_names))
+    graph = _Graph(interp, ["x"], list(out_names), None)
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        parts = [seg.run(x[n : n + 1]) for n in range(len(x))]
-        return {k: np.concatenate(v) for (k, _), v in zip(seg.outs, zip(*parts, strict=True),
+        parts = [graph.run([x[n : n + 1]]) for n in range(len(x))]
+        return {k: np.concatenate(v) for (k, _), v in zip(graph.outs, zip(*parts, strict=True),
                                                           strict=True)}
     return run
 

@@ -54,6 +54,31 @@ class DynamicAxis:
 
 
 @dataclass(frozen=True)
+class Padding:
+    """A dynamic input axis that formats without dynamic shapes carry at fixed lengths.
+
+    The graph must compute its real rows unchanged when `input` is padded along `axis`
+    with `value` (e.g. a gather index padded with a spare row's index). Such a format
+    (TFLite) writes one signature per length in `sizes`; the runtime pads a feed to the
+    smallest length that holds it and trims the `outputs` back along their axis 0. The
+    manifest records it as the segment's `padding` entry."""
+
+    input: str
+    sizes: tuple[int, ...]
+    value: int
+    outputs: tuple[str, ...]
+    axis: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(int(v) < 1 for v in self.sizes):
+            raise ValueError(f"Padding sizes must be positive lengths, got {self.sizes}")
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"input": self.input, "axis": self.axis, "sizes": sorted(int(v) for v in self.sizes),
+                "value": int(self.value), "outputs": list(self.outputs)}
+
+
+@dataclass(frozen=True)
 class SegmentSpec:
     """One graph of a bundle: a torch module and what the manifest says about it.
 
@@ -61,7 +86,8 @@ class SegmentSpec:
     feed); `dynamic_axes` maps an input name to {axis: DynamicAxis}. `exit` is the
     manifest's exit description (kind "final" for the last segment). `passes_on` names
     the output a chain feeds to the next segment (None: the chain ends here). `manifest`
-    holds further keys of the segment's manifest entry (e.g. dense_flops)."""
+    holds further keys of the segment's manifest entry (e.g. dense_flops). `padding`:
+    how a format without dynamic shapes carries a dynamic axis (see `Padding`)."""
 
     module: nn.Module
     example: Mapping[str, torch.Tensor]
@@ -76,6 +102,7 @@ class SegmentSpec:
     passes_on: str | None = None
     name: str | None = None
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    padding: Padding | None = None
 
     @property
     def is_exit(self) -> bool:

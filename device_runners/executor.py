@@ -8,12 +8,15 @@ and only the `ActiveSet` strategy differs:
 * `sample` (`SampleRows`): a unit is one input row (classification, clustering). The
   segment gets the rows still running; rows whose `exit` flag is set leave the batch and
   the rest pass their `feature` on. A batch of one is the single-sample mode.
-* `token` (`TokenIndex`): a unit is a token of one input — a 4x4 pixel patch for
-  segmentation (CBT). Segment 0 takes the image; later segments take the whole feature
-  grid plus the flat index of the tokens still running (`idx`) and gather, compute and
-  scatter inside the graph, so stopped tokens keep their last feature. Tokens whose
-  `exit_mask` is set keep the logits of that exit; the extra `assemble` graph turns the
-  token logits into the class map.
+* `token` (`TokenIndex`): a unit is a token of an input — a 4x4 pixel patch for
+  segmentation (CBT). Segment 0 takes the images; later segments take the whole feature
+  grids plus the flat (image-major) index of the tokens still running (`idx`) and its
+  inverse (`pos`, `token_positions`), gather, compute and add the updates back inside
+  the graph, so stopped tokens keep their last feature. Tokens whose `exit_mask` is set
+  keep the logits of that exit; the extra `assemble` graph turns the token logits into
+  the class maps. Per-input outcome
+  arrays: `exit` (B, tokens), `prediction` (B, H, W), `confidence` (B, tokens),
+  `extra["token_logits"]` (B, tokens, K).
 
 `no_exit` ignores exit decisions (every unit runs to the end: the split overhead).
 Adding a granularity is one `ActiveSet` subclass registered in `ACTIVE_SETS`.
@@ -124,19 +127,19 @@ class SampleRows(ActiveSet):
 
 @register_active_set
 class TokenIndex(ActiveSet):
-    """Tokens of one image: a flat index of the running ones; stopped ones keep their logits."""
+    """Tokens of a batch of inputs, numbered flat image-major (token t of input b is row
+    b*h*w + t): a flat index of the running ones; stopped ones keep their logits. A batch
+    of one is single mode; a batch gives the same per-input results in fewer calls."""
 
     granularity = "token"
 
     def __init__(self, bundle: Bundle, x: np.ndarray) -> None:
         super().__init__(bundle, x)
         task = bundle.manifest.get("segmentation") or {}
-        if len(x) != 1:
-            raise BundleError("token exits run one input at a time (gathered tokens); "
-                              "use --mode single")
+        self.b = len(x)
         self.h, self.w = task["token_hw"]
         self.k = len(bundle.manifest["classes"])
-        n = self.h * self.w
+        n = self.b * self.h * self.w
         self.idx = np.arange(n, dtype=np.int64)
         self.logits = np.zeros((n, self.k), np.float32)
         self.exit = np.full(n, -1, np.int64)
@@ -148,13 +151,15 @@ class TokenIndex(ActiveSet):
         return len(self.idx)
 
     def feeds(self, seg: dict[str, Any]) -> dict[str, np.ndarray]:
-        if self.feature is None:  # the first segment takes the image
+        if self.feature is None:  # the first segment takes the images
             return {seg["inputs"][0]: self.x}
-        return {seg["inputs"][0]: self.feature, seg["inputs"][1]: self.idx}
+        names = seg["inputs"]
+        return {names[0]: self.feature, names[1]: self.idx,
+                names[2]: token_positions(self.idx, self.b, self.h * self.w)}
 
     def update(self, index: int, out: dict[str, np.ndarray], stop: str) -> None:
-        if "exit_mask" not in out:  # a monolithic graph: the class map directly
-            self.prediction = out["prediction"][0]
+        if "exit_mask" not in out:  # a monolithic graph: the class maps directly
+            self.prediction = out["prediction"]
             self.exit[:] = int(self.bundle.manifest["segmentation"]["num_exits"]) - 1
             self.idx = self.idx[:0]
             return
@@ -167,16 +172,26 @@ class TokenIndex(ActiveSet):
     def finish(self, backend: Backend, clock: Any) -> Outcome:
         assemble_ns = 0
         logits = None
+        per_input = self.logits.reshape(self.b, self.h * self.w, self.k)
         if self.prediction is None:
-            logits = self.logits
-            grid = np.ascontiguousarray(logits.T.reshape(1, self.k, self.h, self.w))
+            logits = per_input
+            grid = np.ascontiguousarray(
+                per_input.transpose(0, 2, 1).reshape(self.b, self.k, self.h, self.w))
             t0 = clock()
-            self.prediction = backend.run("assemble", {"logits": grid})["prediction"][0]
+            self.prediction = backend.run("assemble", {"logits": grid})["prediction"]
             assemble_ns = clock() - t0
-        e = self.logits - self.logits.max(1, keepdims=True)
-        conf = (1.0 / np.exp(e).sum(1)).astype(np.float32)  # max softmax of each token
-        return Outcome(self.exit, self.prediction, conf, [], [],
+        e = per_input - per_input.max(2, keepdims=True)
+        conf = (1.0 / np.exp(e).sum(2)).astype(np.float32)  # max softmax of each token
+        return Outcome(self.exit.reshape(self.b, -1), self.prediction, conf, [], [],
                        extra={"token_logits": logits, "assemble_latency_ns": assemble_ns})
+
+
+def token_positions(idx: np.ndarray, batch: int, tokens: int) -> np.ndarray:
+    """(batch, tokens) int64: 1 + the position of each token in the flat running index
+    `idx`, 0 for a token that is not running (the token graphs' `pos` input)."""
+    pos = np.zeros(batch * tokens, np.int64)
+    pos[idx] = np.arange(1, len(idx) + 1)
+    return pos.reshape(batch, tokens)
 
 
 def granularity(bundle: Bundle) -> str:

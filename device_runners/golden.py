@@ -16,7 +16,8 @@ Golden key layout (one per granularity, written by `converters.bundle`):
 * `token`: `input` (N, ...) and per input n `img{n}/seg{i}/{output}`, `img{n}/seg{i}/idx`
   (the running tokens torch fed segment i), plus the end-to-end `img{n}/token_exit` and
   `img{n}/prediction`, which `execute` must reproduce to `min_exit_agreement` /
-  `min_pixel_agreement`.
+  `min_pixel_agreement`. int8 formats carry the same keys recorded with their own
+  runtime on the host under their prefix (`onnx-int8/img{n}/…`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from device_runners.backends import Backend
 from device_runners.errors import SelfCheckError
-from device_runners.executor import execute, granularity
+from device_runners.executor import execute, granularity, token_positions
 from device_runners.manifest import Bundle
 
 DECISIONS = ("prediction", "exit", "exit_mask")
@@ -108,16 +109,21 @@ def _sample_cases(bundle: Bundle, g: dict[str, np.ndarray], tol: dict[str, Any])
 def _token_cases(bundle: Bundle, g: dict[str, np.ndarray], tol: dict[str, Any]) -> Iterator[Case]:
     thresholds = (bundle.manifest.get("segmentation") or {}).get("thresholds")
     last = len(bundle.segments) - 1
+    p = tol["prefix"]
     for n in range(len(g["input"])):
-        if f"img{n}/seg0/logits" not in g:  # a monolithic bundle: end to end only
+        if f"{p}img{n}/seg0/logits" not in g:  # a monolithic bundle: end to end only
             return
         image = np.ascontiguousarray(g["input"][n : n + 1])
         for seg in bundle.segments:
             i = seg["index"]
             names = seg["inputs"]
-            feeds = {names[0]: image} if i == 0 else {
-                names[0]: g[f"img{n}/seg{i - 1}/feature"], names[1]: g[f"img{n}/seg{i}/idx"]}
-            want = {name: g[f"img{n}/seg{i}/{name}"] for name in seg["outputs"]}
+            if i == 0:
+                feeds = {names[0]: image}
+            else:
+                feature, idx = g[f"{p}img{n}/seg{i - 1}/feature"], g[f"{p}img{n}/seg{i}/idx"]
+                feeds = {names[0]: feature, names[1]: idx,
+                         names[2]: token_positions(idx, 1, int(np.prod(feature.shape[2:])))}
+            want = {name: g[f"{p}img{n}/seg{i}/{name}"] for name in seg["outputs"]}
             near = _near_class_thresholds(want["logits"], None if i == last else thresholds,
                                           tol["confidence_atol"])
             yield f"golden image {n}", i, feeds, want, near
@@ -138,10 +144,11 @@ def _token_agreement(bundle: Bundle, backend: Backend, g: dict[str, np.ndarray],
     """The whole chain through `execute` must reproduce torch's token exits and class map."""
     exit_agree = pix_agree = 1.0
     min_exit, min_pix = tol.get("min_exit_agreement", 1.0), tol.get("min_pixel_agreement", 1.0)
+    p = tol["prefix"]
     for n in range(len(g["input"])):
         out = execute(bundle, backend, np.ascontiguousarray(g["input"][n : n + 1]))
-        exit_agree = min(exit_agree, float((out.exit == g[f"img{n}/token_exit"]).mean()))
-        pix_agree = min(pix_agree, float((out.prediction == g[f"img{n}/prediction"]).mean()))
+        exit_agree = min(exit_agree, float((out.exit[0] == g[f"{p}img{n}/token_exit"]).mean()))
+        pix_agree = min(pix_agree, float((out.prediction[0] == g[f"{p}img{n}/prediction"]).mean()))
         if exit_agree < min_exit or pix_agree < min_pix:
             raise SelfCheckError(
                 f"golden image {n}: token exits agree {exit_agree:.4f} (min {min_exit}), pixels "

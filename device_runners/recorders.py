@@ -8,10 +8,11 @@ The host's `edge-ee report` computes everything else from them.
 * `classification` and `clustering` (sample exits): per sample `exit`,
   `prediction`, `confidence`, `label`, `pass`, and in single mode `segment_latency_ns`;
   in batch mode one `batches` record per batch (size, active rows per segment, latency).
-* `segmentation` (token exits): per image `latency_ns`, `segment_latency_ns`,
-  `assemble_latency_ns`, `tokens_per_exit`, and on the first pass the flattened (K, K)
-  confusion matrix against the labels; `exit_maps` keeps the token exit map of the first
-  images for overlays.
+* `segmentation` (token exits): per image `tokens_per_exit`, on the first pass the
+  flattened (K, K) confusion matrix against the labels, and in single mode
+  `latency_ns`, `segment_latency_ns`, `assemble_latency_ns`; in batch mode one
+  `batches` record per batch (size, running tokens per segment, segment and assemble
+  latency). `exit_maps` keeps the token exit map of the first images for overlays.
 """
 
 from __future__ import annotations
@@ -136,18 +137,36 @@ class ImageRecorder(Recorder):
         return y
 
     def add(self, out: Outcome, start: int, pass_index: int) -> None:
-        conf = None
-        if self.labels is not None and pass_index == 0:
-            conf = confusion(out.prediction, self.labels[start], self.k, self.void).ravel().tolist()
-        self.emit({"image": start, "pass": pass_index, "latency_ns": out.latency_ns,
-                   "segment_latency_ns": out.segment_latency_ns,
-                   "assemble_latency_ns": int(out.extra.get("assemble_latency_ns", 0)),
-                   "tokens_per_exit": np.bincount(out.exit, minlength=self.num_exits).tolist(),
-                   "confusion": conf})
         maps = self.extra["exit_maps"]
-        if pass_index == 0 and start < EXIT_MAP_IMAGES:
-            maps["image"].append(start)
-            maps["token_exit"].append(out.exit.tolist())
+        for j in range(len(out.exit)):
+            n = start + j
+            conf = None
+            if self.labels is not None and pass_index == 0:
+                conf = confusion(out.prediction[j], self.labels[n], self.k,
+                                 self.void).ravel().tolist()
+            row = {"image": n, "pass": pass_index,
+                   "tokens_per_exit": np.bincount(out.exit[j],
+                                                  minlength=self.num_exits).tolist(),
+                   "confusion": conf}
+            if self.batches is None:  # single mode: this image's own latencies
+                row.update(latency_ns=out.latency_ns, segment_latency_ns=out.segment_latency_ns,
+                           assemble_latency_ns=int(out.extra.get("assemble_latency_ns", 0)))
+            self.emit(row)
+            if pass_index == 0 and n < EXIT_MAP_IMAGES:
+                maps["image"].append(n)
+                maps["token_exit"].append(out.exit[j].tolist())
+        if self.batches is not None:
+            self.batches.append({"size": len(out.exit), "active": out.active,
+                                 "segment_latency_ns": out.segment_latency_ns,
+                                 "assemble_latency_ns": int(out.extra.get("assemble_latency_ns",
+                                                                          0))})
+
+    def columns(self) -> dict[str, list]:
+        s = dict(super().columns())
+        if self.batches is not None:
+            for k in ("latency_ns", "segment_latency_ns", "assemble_latency_ns"):
+                s.pop(k, None)
+        return s
 
 
 def confusion(pred: np.ndarray, labels: np.ndarray, k: int, void: int) -> np.ndarray:

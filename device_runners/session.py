@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from device_runners.backends import Backend
-from device_runners.errors import EdgeEEError, InputSpecError
-from device_runners.executor import execute, granularity, warm_up
+from device_runners.errors import EdgeEEError
+from device_runners.executor import execute, warm_up
 from device_runners.manifest import Bundle
 from device_runners.power.energy import choose_power_source, measure_idle_baseline
 from device_runners.power.sampler import PowerSampler
@@ -85,9 +85,6 @@ def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | Non
     `measure_window`. Records come from the task's recorder (into `spool` when given:
     bounded memory); everything is raw."""
     unit = cfg.batch_size if cfg.mode == "batch" else 1
-    if unit > 1 and granularity(bundle) != "sample":
-        raise InputSpecError(f"{granularity(bundle)} exits run one input at a time (gathered "
-                             "units); use --mode single")
     recorder = recorder_for(bundle)(bundle, y, cfg.mode, spool)
     steps = max(1, -(-len(x) // unit))
     calls = [0]

@@ -3,6 +3,7 @@
   edge-ee seg-build --mode cbt --alpha 0.9 --beta 0.998 --out bundles/cbt_0.9_0.998
   edge-ee seg-build --mode single --threshold 0.998 --out bundles/single_0.998
   edge-ee seg-build --mode full --out bundles/full
+  edge-ee seg-build --mode cbt --formats onnx,tflite --int8 --out bundles/cbt_all
   edge-ee-run bundles/cbt_0.9_0.998 --input ../shared/data/camvid-120x160.npz --out cbt.json
   edge-ee report full.json cbt.json --bundle bundles/full bundles/cbt_0.9_0.998
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+
+from edge_ee import cli_types as ct
 
 
 def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -35,7 +38,14 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                    help="test images the export is validated on against torch")
     p.add_argument("--golden-count", type=int, default=2, help="golden images in the bundle")
     p.add_argument("--name", default=None, help="model name in the manifest")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--formats", default="onnx", type=ct.formats,
+                   help="comma-separated graph formats to export: onnx, tflite (default onnx)")
+    p.add_argument("--int8", action="store_true",
+                   help="also int8 ONNX (QDQ) files, exit heads float, the same thresholds "
+                        "(default off; cbt/single only)")
+    p.add_argument("--int8-calib-images", type=int, default=16,
+                   help="training images the int8 files are calibrated on (default 16)")
     return {"seg-build": cmd_seg_build}
 
 
@@ -47,7 +57,9 @@ def cmd_seg_build(a: argparse.Namespace) -> int:
     cfg = SegBuildConfig(out=a.out, mode=a.mode, alpha=a.alpha, beta=a.beta,
                          threshold=a.threshold, data=a.data, weights=a.weights,
                          calib_images=a.calib_images, validation_images=a.validation_images,
-                         golden_count=a.golden_count, name=a.name, overwrite=a.overwrite)
+                         golden_count=a.golden_count, name=a.name, overwrite=a.overwrite,
+                         formats=tuple(f.strip() for f in a.formats.split(",") if f.strip()),
+                         int8=a.int8, int8_calib_images=a.int8_calib_images)
     path = build_seg_bundle(cfg)
     m = json.loads((path / "manifest.json").read_text())
     thr = m["segmentation"]["thresholds"]

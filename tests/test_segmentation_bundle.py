@@ -194,7 +194,9 @@ def test_failed_validation_leaves_nothing(camvid, tmp_path: Path) -> None:
 @pytest.mark.parametrize("flags", [["--alpha", "0.999", "--beta", "0.99"],
                                    ["--alpha", "0", "--beta", "0.99"],
                                    ["--alpha", "0.9", "--beta", "1.5"],
-                                   ["--mode", "single", "--threshold", "1.2"]])
+                                   ["--mode", "single", "--threshold", "1.2"],
+                                   ["--mode", "full", "--int8"],
+                                   ["--int8", "--int8-calib-images", "1"]])
 def test_seg_build_rejects_bad_ranges(flags: list[str], tmp_path: Path, capsys) -> None:
     from edge_ee.cli import main
     assert main(["seg-build", "--out", str(tmp_path / "b"), *flags]) == 2
@@ -226,9 +228,9 @@ def test_estimated_energy_is_labelled_in_the_segmentation_report(bundles, sample
             assert escape(line[len("- warning: "):]) in html
 
 
-def test_token_executor_and_batch_refusal(bundles, camvid) -> None:
+def test_token_executor_and_batch(bundles, camvid) -> None:
     """The one executor runs token exits: every token stops exactly once; no_exit keeps
-    them all to the last segment; a batch of images is refused with a typed error."""
+    them all to the last segment; a batch of images gives each image's single-mode result."""
     from device_runners.backends import open_backend
     from device_runners.executor import execute
     from device_runners.manifest import load_bundle
@@ -239,13 +241,18 @@ def test_token_executor_and_batch_refusal(bundles, camvid) -> None:
     img = normalize_images(camvid.images[60:61])
     out = execute(b, be, img)
     h, w = b.manifest["segmentation"]["token_hw"]
-    assert out.exit.shape == (h * w,) and out.exit.min() >= 0
+    assert out.exit.shape == (1, h * w) and out.exit.min() >= 0
     assert out.active[0] == h * w and out.active == sorted(out.active, reverse=True)
-    assert out.prediction.shape == tuple(b.manifest["segmentation"]["image_hw"])
+    assert out.prediction.shape == (1, *b.manifest["segmentation"]["image_hw"])
     off = execute(b, be, img, no_exit=True)
     assert (off.exit == len(b.segments) - 1).all()
     assert out.exit.mean() < off.exit.mean()
-    with pytest.raises(EdgeEEError, match="one input at a time"):
-        measure(b, be, normalize_images(camvid.images[:2]), None,
-                SessionConfig(mode="batch", batch_size=2, profile="none", power_source="null",
-                              idle_s=0.0), log=lambda m: None)
+    x = normalize_images(camvid.images[[0, 60, 150]])
+    cfg = dict(profile="none", power_source="null", idle_s=0.0, warmup_runs=1)
+    single = measure(b, be, x, None, SessionConfig(mode="single", **cfg), log=lambda m: None)
+    batch = measure(b, be, x, None, SessionConfig(mode="batch", batch_size=2, **cfg),
+                    log=lambda m: None)
+    assert batch["samples"]["tokens_per_exit"] == single["samples"]["tokens_per_exit"]
+    assert batch["samples"]["image"] == [0, 1, 2]
+    assert [r["size"] for r in batch["batches"]] == [2, 1]
+    assert batch["exit_maps"] == single["exit_maps"]

@@ -40,6 +40,7 @@ def export_graph(module: nn.Module, args: Sequence[torch.Tensor], path: Path,
     dynamic_axes = dynamic_axes or {}
     args = list(args)
     shapes = []
+    dims: dict[str, torch.export.Dim] = {}  # one Dim per name: equal names are one size
     for i, name in enumerate(input_names):
         axes = dynamic_axes.get(name) or {}
         for ax in axes:
@@ -47,7 +48,7 @@ def export_graph(module: nn.Module, args: Sequence[torch.Tensor], path: Path,
                 reps = [1] * args[i].dim()
                 reps[ax] = 2
                 args[i] = args[i].repeat(*reps)
-        shapes.append({ax: _dim(d) for ax, d in axes.items()} or None)
+        shapes.append({ax: dims.setdefault(d.name, _dim(d)) for ax, d in axes.items()} or None)
     dyn = tuple(shapes) if any(s is not None for s in shapes) else None
     try:
         with quiet(ONNX_LOGGERS), torch.no_grad():

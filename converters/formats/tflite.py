@@ -9,7 +9,12 @@ litert-torch 0.10 shape the files:
   file cannot be resized (reshapes are baked), so every TFLite segment has batch 1 and
   the TFLite backend runs a larger batch sample by sample;
 * int64 outputs become int32 (`enable_x64=False`, what TFLite runtimes support); the
-  backend widens them back to int64.
+  backend widens them back to int64;
+* a dynamic length that is not the batch (segmentation's running-token index `idx`)
+  fails to lower as well (`broadcast_in_dim` of a symbolic size), so a spec with a
+  `Padding` gets one signature per fixed length in one file (the weights are shared):
+  the runtime pads the feed to the next length and trims the outputs. A multi-input
+  spec keeps the manifest's input order as the signature's (args_0, args_1, …).
 
 int8 uses PT2E (torchao `prepare_pt2e` / `convert_pt2e`) with litert-torch's symmetric
 per-channel quantizer, calibrated on real samples; `float_heads=True` keeps every node
@@ -66,12 +71,39 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
 
 
 def export_spec(spec: SegmentSpec, path: Path) -> Path:
-    """Write one single-input segment spec as a batch-1 TFLite file."""
-    if len(spec.input_names) != 1:
+    """Write one segment spec as a batch-1 TFLite file (one signature per padded length
+    when the spec has a `Padding`)."""
+    args = spec.example_args()
+    if len(args) == 1 and spec.padding is None:
+        return export_tflite(spec.module, args[0], path)
+    litert_torch = _import_litert_torch()
+    pad = spec.padding
+    variants = [("serving_default", args)]
+    if pad is not None:
+        if pad.input not in spec.input_names:
+            raise ExportValidationError(f"padding names input {pad.input!r}; the segment takes "
+                                        f"{list(spec.input_names)}")
+        k = spec.input_names.index(pad.input)
+        variants = []
+        for size in sorted(pad.sizes):
+            shape = list(args[k].shape)
+            shape[pad.axis] = int(size)
+            padded = torch.full(shape, pad.value, dtype=args[k].dtype)
+            variants.append((f"{pad.input}{size}", (*args[:k], padded, *args[k + 1:])))
+    spec.module.eval()
+    try:
+        with _quiet(), torch.no_grad():
+            conv = None
+            for key, a in variants:
+                conv = (litert_torch.signature(key, spec.module, a) if conv is None
+                        else conv.signature(key, spec.module, a))
+            conv.convert().export(str(path))
+    except Exception as err:  # the converter raises many kinds; report them as one
         raise ExportValidationError(
-            f"TFLite export takes single-input segments; {spec.name or 'this segment'} takes "
-            f"{list(spec.input_names)} — export it with --formats onnx")
-    return export_tflite(spec.module, spec.example_args()[0], path)
+            f"TFLite export of {type(spec.module).__name__} failed: {type(err).__name__}: {err}; "
+            "check that the segment uses only ops litert-torch lowers, or export --formats onnx"
+        ) from err
+    return path
 
 
 def tool_versions() -> dict[str, object]:

@@ -85,7 +85,8 @@ def summarize(results: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
     if s.get("assemble_latency_ns") and not (m.get("segmentation") or {}).get("monolithic"):
         out["assemble_latency_ns"] = percentiles(s["assemble_latency_ns"])
     if results.get("batches") and "latency_ns" not in out:
-        tot = sum(sum(b["segment_latency_ns"]) for b in results["batches"])
+        tot = sum(sum(b["segment_latency_ns"]) + b.get("assemble_latency_ns", 0)
+                  for b in results["batches"])
         out["batch_latency_ns_per_sample"] = tot / max(n, 1)
     mean_lat = out.get("latency_ns", {}).get("mean") or out.get("batch_latency_ns_per_sample")
     out["throughput"] = throughput(bundle, out.get("segment_latency_ns", []),

@@ -42,6 +42,9 @@ class SegBuildConfig:
     golden_count: int = 2
     name: str | None = None
     overwrite: bool = False
+    formats: tuple[str, ...] = ("onnx",)
+    int8: bool = False
+    int8_calib_images: int = 16
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -52,6 +55,13 @@ class SegBuildConfig:
             single_thresholds(self.threshold, 2)
         if self.calib_images is not None and self.calib_images < 1:
             raise SegmentationError(f"calib_images must be >= 1 or unset, got {self.calib_images}")
+        if self.int8 and self.mode == "full":
+            raise SegmentationError("--int8 is for early-exit bundles (cbt, single); the "
+                                    "monolithic baseline stays fp32")
+        if self.int8_calib_images < 2:
+            raise SegmentationError(f"int8_calib_images must be >= 2, got {self.int8_calib_images}")
+        if not self.formats:
+            raise SegmentationError("formats must name at least one of onnx, tflite")
         if not 1 <= self.golden_count <= self.validation_images:
             raise SegmentationError("need 1 <= golden_count <= validation_images, got "
                                     f"{self.golden_count} and {self.validation_images}")
@@ -93,7 +103,7 @@ def build_seg_bundle(cfg: SegBuildConfig) -> Path:
     torch.set_num_threads(1)
     weights = Path(cfg.weights) if cfg.weights else WEIGHTS_FILE
     model = load_pretrained(weights)
-    splits = ("train", "test") if cfg.mode == "cbt" else ("test",)
+    splits = ("train", "test") if cfg.mode == "cbt" or cfg.int8 else ("test",)
     data = load_camvid(cfg.data, splits=splits)
     thresholds, result, n_cal = None, None, 0
     if cfg.mode == "cbt":
@@ -107,6 +117,13 @@ def build_seg_bundle(cfg: SegBuildConfig) -> Path:
         thresholds = single_thresholds(cfg.threshold, model.config.num_classes)
     vx = normalize_images(data["test"].images[:cfg.validation_images])
     cal = calibration_record(cfg.mode, result, cfg.threshold, n_cal)
+    cal_x = None
+    if cfg.int8:  # spread over the training split (it is sorted by sequence)
+        tr = data["train"]
+        pick = np.linspace(0, len(tr) - 1, min(cfg.int8_calib_images, len(tr))).astype(int)
+        cal_x = normalize_images(tr.images[pick])
     return write_seg_bundle(model, cfg.out, thresholds, vx, cal, cfg.name or cfg.default_name(),
                             sha256_file(weights),
-                            SegBundleOptions(golden_count=cfg.golden_count, overwrite=cfg.overwrite))
+                            SegBundleOptions(golden_count=cfg.golden_count, overwrite=cfg.overwrite,
+                                             formats=tuple(cfg.formats), int8=cfg.int8),
+                            calibration_images=cal_x)

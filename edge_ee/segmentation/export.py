@@ -1,16 +1,25 @@
 """ONNX graphs of the pixel-exit network, per-class thresholds baked in as constants.
 
-Graphs (all batch 1; `bundle.py` describes them as segment specs, which
-`converters.bundle.write_bundle` exports through the format registry and validates):
-* `FirstSegment`: image (1,3,H,W) → feature grid (1,C,h,w), token logits (h*w,K),
-  exit_mask (h*w,) bool — stem, stage 0 and exit 0;
-* `TokenSegment` s ≥ 1: (feature grid, idx (M,) int64 remaining tokens) → (updated grid,
-  logits (M,K), exit_mask (M,)); M is a dynamic dimension. The depthwise `mix` runs on
-  the whole grid; the MLPs and the exit head run on the `idx` rows only (`Gather` in,
-  `ScatterND` back: about 1.8x faster in onnxruntime than `GatherElements`/
-  `ScatterElements` on an expanded (M,C) index). The last segment's mask is all true.
-* `Assemble`: token logits (1,K,h,w) → bilinear upsample → class map (1,H,W) int64;
-* `FullNet`: the monolithic no-exit network, image → class map (1,H,W).
+Graphs (batch B images; `bundle.py` describes them as segment specs, which
+`converters.bundle.write_bundle` exports through the format registry and validates).
+Tokens of a batch are numbered flat, image-major: token t of image b is row b*h*w + t.
+* `FirstSegment`: image (B,3,H,W) → feature grid (B,C,h,w), token logits (B*h*w,K),
+  exit_mask (B*h*w,) bool — stem, stage 0 and exit 0;
+* `TokenSegment` s ≥ 1: (feature grid (B,C,h,w), idx (M,) int64 running tokens, flat;
+  pos (B,h*w) int64: 1 + each token's position in idx, 0 when it is not running)
+  → (updated grid, logits (M,K), exit_mask (M,)); M is a dynamic dimension. The
+  depthwise `mix` runs on the whole grid; the MLPs and the exit head run on the `idx`
+  rows only (`Gather` in). The way back is a second gather, not a scatter: the MLP
+  updates get a zero row in front and every token adds row `pos` of them (0 for a
+  stopped token: its feature stays exactly as it was). TFLite has no fast scatter
+  (litert-torch lowers `index_copy` to STABLEHLO_SCATTER: 10-20x slower than the whole
+  ONNX segment); the gather form is as fast in onnxruntime and bit-identical. The last
+  segment's mask is all true. Gathers read a table with one extra zero row, index
+  B*h*w: an `idx` padded with that value to a fixed length computes the real rows
+  unchanged (no `pos` points at a padded row). TFLite, whose converter cannot lower a
+  dynamic M, carries one signature per fixed length (`converters.spec.Padding`).
+* `Assemble`: token logits (B,K,h,w) → bilinear upsample → class map (B,H,W) int64;
+* `FullNet`: the monolithic no-exit network, image → class map (B,H,W).
 
 A token covers a 4x4 patch of pixels: its exit mask is the per-pixel mask of that patch.
 Wrappers are built in eval mode (export restores the training flag recursively).
@@ -25,7 +34,7 @@ from edge_ee.segmentation.model import EarlyExitSegNet, upsample_logits
 from edge_ee.segmentation.pixel_exit import decide_exit
 
 SEG0_INPUTS = ["image"]
-SEG_INPUTS = ["feature_in", "idx"]
+SEG_INPUTS = ["feature_in", "idx", "pos"]
 SEG_OUTPUTS = ["feature", "logits", "exit_mask"]
 
 
@@ -44,7 +53,7 @@ class FirstSegment(nn.Module):
         x = self.stem(image)
         for blk in self.blocks:
             x = blk(x)
-        logits = self.head(x.reshape(self.c, -1).t())
+        logits = self.head(x.flatten(2).transpose(1, 2).reshape(-1, self.c))
         mask = torch.ones_like(logits[:, 0], dtype=torch.bool) if self.last \
             else decide_exit(logits, self.thresholds)
         return x, logits, mask
@@ -64,17 +73,20 @@ class TokenSegment(nn.Module):
         self.register_buffer("thresholds", torch.ones(cfg.num_classes) if thresholds is None
                              else thresholds.clone())
 
-    def forward(self, x: torch.Tensor, idx: torch.Tensor):
-        c, n = self.c, self.h * self.w
-        xt = x.reshape(c, n).t()
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, pos: torch.Tensor):
+        c, n, h, w = self.c, self.h * self.w, self.h, self.w
+        zero = torch.zeros(1, c, dtype=x.dtype)  # row B*n (padded idx) / row 0 (not running)
+        at = pos.reshape(-1)
+        xt = x.flatten(2).transpose(1, 2).reshape(-1, c)
         for blk in self.blocks:
-            d = blk.mix(xt.t().reshape(1, c, self.h, self.w)).reshape(c, n).t()
-            upd = torch.index_select(xt, 0, idx) + blk.mlp(torch.index_select(d, 0, idx))
-            xt = xt.index_copy(0, idx, upd)
-        logits = self.head(torch.index_select(xt, 0, idx))
+            grid = xt.reshape(-1, n, c).transpose(1, 2).reshape(-1, c, h, w)
+            d = torch.cat([blk.mix(grid).flatten(2).transpose(1, 2).reshape(-1, c), zero])
+            delta = torch.cat([zero, blk.mlp(torch.index_select(d, 0, idx))])
+            xt = xt + torch.index_select(delta, 0, at)
+        logits = self.head(torch.index_select(torch.cat([xt, zero]), 0, idx))
         mask = torch.ones_like(logits[:, 0], dtype=torch.bool) if self.last \
             else decide_exit(logits, self.thresholds)
-        return xt.t().reshape(1, c, self.h, self.w), logits, mask
+        return xt.reshape(-1, n, c).transpose(1, 2).reshape(-1, c, h, w), logits, mask
 
 
 class FullNet(nn.Module):
@@ -96,7 +108,7 @@ class FullNet(nn.Module):
 
 
 class Assemble(nn.Module):
-    """Token logits (1,K,h,w) → full-resolution class map (1,H,W)."""
+    """Token logits (B,K,h,w) → full-resolution class map (B,H,W)."""
 
     def __init__(self, image_hw: tuple[int, int]) -> None:
         super().__init__()
