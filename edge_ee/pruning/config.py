@@ -19,6 +19,7 @@ PRUNE_METHODS = ("unstructured", "structured")
 PRUNE_SCHEDULES = ("simultaneous", "sequential")
 PRUNE_RECOVERIES = ("ce", "distill")  # edge_ee/pruning/recovery.py registers them
 KD_EXIT_TEACHERS = ("counterpart", "final")
+BUDGET_CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,10 @@ class PruneConfig:
       unpruned final output).
     recover_epochs: epochs over the data after the last round (fractions allowed), at
       `recover_lr` (backbone; exits at `exit_lr`) decaying along a cosine to 0.
-    budget_min: wall-clock budget of the whole pruning job in minutes (accuracy
-      evaluations not counted); recovery stops there and the cosine is stretched to it.
+    budget_min: budget of the whole pruning job in minutes (accuracy evaluations not
+      counted); recovery stops there and the cosine is stretched to it. budget_clock
+      `wall` counts wall-clock time, `cpu` the process's CPU time (all threads) — on a
+      shared machine, 2 dedicated cores for 15 min are `--budget-min 30 --budget-clock cpu`.
     max_accuracy_drop: allowed drop of the final output's accuracy versus the unpruned
       network (fraction, 0.03 = 3 points); more is reported as a warning saying what to do.
     """
@@ -66,6 +69,7 @@ class PruneConfig:
     kd_alpha: float = 0.9
     kd_exit_teacher: str = "counterpart"
     budget_min: float | None = None
+    budget_clock: str = "wall"
     max_accuracy_drop: float = 0.03
 
     def __post_init__(self) -> None:
@@ -89,6 +93,9 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.recovery not in PRUNE_RECOVERIES:
             raise ConfigError(f"recovery {self.recovery!r} unknown; choose from {PRUNE_RECOVERIES}")
+        if self.budget_clock not in BUDGET_CLOCKS:
+            raise ConfigError(f"budget_clock {self.budget_clock!r} unknown; choose from "
+                              f"{BUDGET_CLOCKS}")
         if self.kd_exit_teacher not in KD_EXIT_TEACHERS:
             raise ConfigError(f"kd_exit_teacher {self.kd_exit_teacher!r} unknown; choose from "
                               f"{KD_EXIT_TEACHERS}")

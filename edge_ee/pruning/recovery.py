@@ -111,7 +111,8 @@ def accuracy_warnings(report: PruneReport, cfg: PruneConfig) -> list[str]:
     if cfg.recover_epochs == 0:
         what.append("add recovery fine-tuning (recover_epochs, e.g. --recover-epochs 1)")
     elif report.stopped_at_budget:
-        what.append(f"give it more time: recovery stopped at the {cfg.budget_min:g}-min budget "
+        what.append(f"give it more time: recovery stopped at the {cfg.budget_min:g}-min "
+                    f"{cfg.budget_clock} budget "
                     f"after {report.recover_steps} of {report.recover_steps_planned} steps "
                     "(--budget-min)")
     else:

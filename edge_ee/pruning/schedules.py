@@ -65,6 +65,7 @@ class PruneReport:
     recover_steps_planned: int = 0
     recover_steps: int = 0
     budget_s: float | None = None
+    budget_clock: str = "wall"
     stopped_at_budget: bool = False
     eval_seconds: float = 0.0
     accuracy_before: list[float] = field(default_factory=list)  # per exit, then final
@@ -77,7 +78,7 @@ class PruneReport:
             "schedule", "method", "ratio", "rounds", "layer_sparsity", "flops_before",
             "flops_after", "params_before", "params_after", "seconds", "cpu_seconds",
             "backbone_digest", "recovery", "recover_steps_planned", "recover_steps",
-            "budget_s", "stopped_at_budget", "eval_seconds", "accuracy_before",
+            "budget_s", "budget_clock", "stopped_at_budget", "eval_seconds", "accuracy_before",
             "accuracy_pruned", "accuracy_after", "warnings")}
 
 
@@ -104,8 +105,9 @@ def layer_sparsity(model: nn.Module, numel_before: dict[str, int]) -> dict[str, 
 class Schedule:
     """Runs pruning rounds and fine-tuning on `model` in place.
 
-    `teacher`: the unpruned network (recovery 'distill'); `deadline`: a
-    `time.perf_counter()` value after which no fine-tuning step starts; `on_pruned`: called
+    `teacher`: the unpruned network (recovery 'distill'); `deadline`: a value of
+    `clock` (wall or process CPU time, per `cfg.budget_clock`) after which no fine-tuning
+    step starts; `on_pruned`: called
     with the model once the pruning rounds are done, before recovery (evaluation).
     """
 
@@ -115,7 +117,8 @@ class Schedule:
                  teacher: EarlyExitModel | None = None) -> None:
         self.cfg, self.data, self.progress = cfg, data, progress
         self.loss = RECOVERIES[cfg.recovery](cfg, teacher)
-        self.deadline: float | None = None
+        self.deadline: float | None = None  # on `self.clock`
+        self.clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
         self.on_pruned: Callable[[EarlyExitModel], None] | None = None
 
     def run(self, model: EarlyExitModel, report: PruneReport) -> None:
@@ -187,7 +190,7 @@ class Schedule:
             rep = run_sgd(self.data, groups, loss, steps=steps, batch_size=self.cfg.batch_size,
                           momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
                           seed=seed, progress=self.progress, cosine=recover,
-                          deadline=deadline or self.deadline,
+                          deadline=deadline or self.deadline, clock=self.clock,
                           desc=f"recover ({self.cfg.recovery})" if recover else None)
             report.losses.extend(rep.losses)
             report.stopped_at_budget |= rep.stopped_at_deadline
@@ -233,7 +236,7 @@ class Sequential(Schedule):
             method.finalize()
             self.pruned(model)
             # the exits' recovery (phase 2) gets the last quarter of what is left of the budget
-            now = time.perf_counter()
+            now = self.clock()
             share = None if self.deadline is None else now + 0.75 * max(self.deadline - now, 0)
             self.finetune_backbone(model, self.cfg.seed + 5000, report, recover=True,
                                    deadline=share)
@@ -284,7 +287,8 @@ def prune_early_exit(model: EarlyExitModel, data: ImageSplit, cfg: PruneConfig,
     report = PruneReport(cfg.schedule, cfg.method, cfg.ratio, cfg.rounds, numel,
                          flops_before=count_flops(pruned, example),
                          params_before=nonzero_params(pruned), recovery=cfg.recovery,
-                         budget_s=None if cfg.budget_min is None else 60.0 * cfg.budget_min)
+                         budget_s=None if cfg.budget_min is None else 60.0 * cfg.budget_min,
+                         budget_clock=cfg.budget_clock)
     if evaluate is not None:
         report.accuracy_before = exit_accuracies(model, evaluate)
     schedule = SCHEDULES[cfg.schedule](cfg, data, progress, teacher=model)
@@ -295,14 +299,15 @@ def prune_early_exit(model: EarlyExitModel, data: ImageSplit, cfg: PruneConfig,
             return
         w, c = time.perf_counter(), time.process_time()
         report.accuracy_pruned = exit_accuracies(m, evaluate)
-        off["wall"] += time.perf_counter() - w
-        off["cpu"] += time.process_time() - c
-        if schedule.deadline is not None:
-            schedule.deadline += time.perf_counter() - w  # evaluation is not in the budget
+        spent = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}
+        off["wall"] += spent["wall"]
+        off["cpu"] += spent["cpu"]
+        if schedule.deadline is not None:  # evaluation is not in the budget
+            schedule.deadline += spent[cfg.budget_clock]
     schedule.on_pruned = on_pruned
     t0, c0 = time.perf_counter(), time.process_time()
     if report.budget_s is not None:
-        schedule.deadline = t0 + report.budget_s
+        schedule.deadline = schedule.clock() + report.budget_s
     schedule.run(pruned, report)
     report.seconds = time.perf_counter() - t0 - off["wall"]
     report.cpu_seconds = time.process_time() - c0 - off["cpu"]
