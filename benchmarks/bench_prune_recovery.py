@@ -14,7 +14,7 @@ the 1-minute load average, since the 2 cores are shared.
     python benchmarks/bench_prune_recovery.py [--variants distill,ce] [--budget-min 15] \
         [--budget-clock wall|cpu] [--threads 2] [--out bench-out/prune-recovery]
     # the run in docs/pruning-evidence.md:
-    python benchmarks/bench_prune_recovery.py --variants distill --budget-min 12 \
+    python benchmarks/bench_prune_recovery.py --variants distill --budget-min 6 --exit-steps 50 \
         --budget-clock cpu --recover-epochs 3 --threads 2
 """
 

@@ -124,8 +124,8 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
           "cross-entropy (default 0.9)")
     _flag(p, "kd_exit_teacher", choices=("counterpart", "final"), help="an exit distils from "
           "its unpruned counterpart exit or from the unpruned final output (default counterpart)")
-    _flag(p, "budget_min", float, help="wall-clock budget of pruning + recovery in minutes; "
-          "recovery stops there (default: none)")
+    _flag(p, "budget_min", float, help="budget of pruning + recovery in minutes of "
+          "--budget-clock; recovery stops there (default: none)")
     _flag(p, "budget_clock", choices=("wall", "cpu"), help="what --budget-min counts: wall "
           "clock, or this process's CPU time (all threads; fair on a shared machine) "
           "(default wall)")

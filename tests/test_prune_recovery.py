@@ -166,7 +166,7 @@ def test_cli_train_exits_then_prune_reuses_them_warns_and_prints_valid_json(tmp_
                 "--steps-per-round", "1", "--recovery", "distill", "--recover-epochs", "0.3",
                 "--max-accuracy-drop", "0")
     assert proc.returncode == 0, proc.stderr
-    assert f"reusing trained exits [1, 2, 3] from {exits}" in proc.stderr
+    assert f"reusing trained exits [0, 1, 2, 3, 4] from {exits}" in proc.stderr
     assert "WARNING: pruned final accuracy" in proc.stderr
     result = json.loads(proc.stdout)  # the whole report, never cut
     assert len(proc.stdout) > 2000
@@ -174,7 +174,7 @@ def test_cli_train_exits_then_prune_reuses_them_warns_and_prints_valid_json(tmp_
     for s in ("simultaneous", "sequential"):
         r = result[s]
         assert r["recovery"] == "distill" and r["recover_steps"] > 0
-        assert len(r["accuracy_after"]) == 4 and r["per_exit_accuracy"] == r["accuracy_after"]
+        assert len(r["accuracy_after"]) == 6 and r["per_exit_accuracy"] == r["accuracy_after"]
     assert len(result["warnings"]) == 2  # one per schedule (no drop allowed at all)
     bad = _cli("prune", *subset, "--exits-file", str(exits), "--train-max-steps", "3")
     assert bad.returncode != 0 and "--train-max-steps" in bad.stderr
