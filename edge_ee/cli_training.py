@@ -2,6 +2,9 @@
 
   edge-ee train-exits --model fashion-cnn --mode ic-only --epochs 1 --out bundle/
   edge-ee prune --model fashion-cnn --method structured --schedule both --ratio 0.3 --plot s.png
+  edge-ee train-exits --model r20.npz --exits-file r20-exits.pt   # keep the trained heads
+  edge-ee prune --model r20.npz --exits-file r20-exits.pt --method structured --ratio 0.5 \
+      --recovery distill --recover-epochs 1 --budget-min 15       # reuse them, recover, warn
 
 Every flag maps 1:1 to a field of a frozen config dataclass: `JobConfig` (below: model,
 data, subsets, calibration, output), `TrainExitsConfig` (edge_ee/exits/trained.py) and,
@@ -41,6 +44,7 @@ class JobConfig:
     overwrite: bool = False
     report: str | None = None  # JSON file with accuracies, FLOPs, sparsity
     plot: str | None = None  # prune: per-layer sparsity figure (PNG)
+    exits_file: str | None = None  # trained exits: train-exits writes it, prune reuses it
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -67,6 +71,8 @@ def _job_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "out", help="bundle folder to export")
     p.add_argument("--overwrite", dest="overwrite", action="store_true", default=argparse.SUPPRESS)
     _flag(p, "report", help="JSON report file")
+    _flag(p, "exits_file", help="trained exit heads (.pt + .sha256): train-exits writes them "
+          "there, prune reuses them instead of training new exits (default: none)")
 
 
 def _train_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -108,6 +114,23 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     _flag(p, "exit_weight", float)
     _flag(p, "ignore_layers", help="comma-separated module names never pruned")
     _flag(p, "seed", int)
+    _flag(p, "recovery", choices=("ce", "distill"), help="loss of every fine-tuning step: "
+          "cross-entropy on the labels, or distillation from the unpruned network (default ce)")
+    _flag(p, "recover_epochs", float, help="recovery fine-tuning after the last round, in "
+          "epochs of the training data, cosine learning rate (default 0)")
+    _flag(p, "recover_lr", float, help="backbone learning rate of recovery (default 0.01)")
+    _flag(p, "kd_temperature", float, help="distillation temperature T (default 4)")
+    _flag(p, "kd_alpha", float, help="weight α of the distillation term; 1 − α on the labels' "
+          "cross-entropy (default 0.9)")
+    _flag(p, "kd_exit_teacher", choices=("counterpart", "final"), help="an exit distils from "
+          "its unpruned counterpart exit or from the unpruned final output (default counterpart)")
+    _flag(p, "budget_min", float, help="budget of pruning + recovery in minutes of "
+          "--budget-clock; recovery stops there (default: none)")
+    _flag(p, "budget_clock", choices=("wall", "cpu"), help="what --budget-min counts: wall "
+          "clock, or this process's CPU time (all threads; fair on a shared machine) "
+          "(default wall)")
+    _flag(p, "max_accuracy_drop", float, help="warn when the final accuracy drops more than "
+          "this versus the unpruned network (default 0.03 = 3 points)")
     _train_flags(p, "train_")
     return {"train-exits": cmd_train_exits, "prune": cmd_prune}
 
@@ -198,9 +221,14 @@ def cmd_train_exits(a: argparse.Namespace) -> int:
     )
 
     job, cfg = _split(a, read_recipe(a.recipe), [JobConfig, TrainExitsConfig], "train-exits")
-    net, fit, calib, test, _ = _load(job, cfg.seed)
+    net, fit, calib, test, source = _load(job, cfg.seed)
     model = attach_exits(net, cfg.exits, cfg.pool, cfg.seed)
     rep = train_exits(model, fit, cfg)
+    if job.exits_file:
+        from edge_ee.exits.saved import save_exits
+
+        save_exits(model, job.exits_file, source, cfg.mode)
+        print(f"wrote {job.exits_file} (trained exits {model.exit_indices})", file=sys.stderr)
     accs = exit_accuracies(model, test)
     print(f"trained {cfg.mode} exits in {rep.seconds:.1f}s ({rep.steps} steps); test accuracy "
           f"per exit {model.exit_indices} + final: {_fmt(accs)}", file=sys.stderr)
@@ -235,25 +263,42 @@ def cmd_prune(a: argparse.Namespace) -> int:
     job, base = _split(ns, recipe, [JobConfig, PruneConfig], "prune")
     schedules = ("simultaneous", "sequential") if schedule == "both" else (schedule,)
     cfgs = [dataclasses.replace(base, schedule=s) for s in schedules]  # validates the name
-    net, fit, calib, test, _ = _load(job, base.seed)
-    model = attach_exits(net, tcfg.exits, tcfg.pool, tcfg.seed)
+    net, fit, calib, test, source = _load(job, base.seed)
     from edge_ee.pruning.config import check_layers
 
-    check_layers(model, base.ignore_layers)  # before spending time on training
-    train_exits(model, fit, tcfg)
+    if job.exits_file:
+        from edge_ee.exits.saved import load_exits
+
+        if flags:
+            raise ConfigError(f"--exits-file reuses trained exits; the exit-training flags "
+                              f"{sorted('--train-' + k.replace('_', '-') for k in flags)} "
+                              "would do nothing: drop them or drop --exits-file")
+        model = load_exits(net, job.exits_file, source)
+        check_layers(model, base.ignore_layers)
+        print(f"reusing trained exits {model.exit_indices} from {job.exits_file}",
+              file=sys.stderr)
+    else:
+        model = attach_exits(net, tcfg.exits, tcfg.pool, tcfg.seed)
+        check_layers(model, base.ignore_layers)  # before spending time on training
+        train_exits(model, fit, tcfg)
     result: dict[str, Any] = {"exits": model.exit_indices,
-                              "unpruned_per_exit_accuracy": exit_accuracies(model, test)}
+                              "exits_file": job.exits_file,
+                              "unpruned_per_exit_accuracy": exit_accuracies(model, test),
+                              "warnings": []}
     print(f"unpruned: per-exit test accuracy {_fmt(result['unpruned_per_exit_accuracy'])}",
           file=sys.stderr)
     reports = {}
     for cfg in cfgs:
-        pruned, rep = prune_early_exit(model, fit, cfg)
-        accs = exit_accuracies(pruned, test)
+        pruned, rep = prune_early_exit(model, fit, cfg, evaluate=test)
+        accs = rep.accuracy_after
         reports[cfg.schedule] = rep
         result[cfg.schedule] = {**rep.to_json(), "per_exit_accuracy": accs}
+        result["warnings"] += [f"{cfg.schedule}: {w}" for w in rep.warnings]
         print(f"{cfg.method} {cfg.schedule}: FLOPs {rep.flops_before} → {rep.flops_after}, "
               f"nonzero params {rep.params_before} → {rep.params_after}; per-exit test accuracy "
-              f"{_fmt(accs)}", file=sys.stderr)
+              f"{_fmt(rep.accuracy_pruned)} after pruning, {_fmt(accs)} after recovery "
+              f"({cfg.recovery}, {rep.recover_steps} steps; {rep.seconds:.0f} s wall, "
+              f"{rep.cpu_seconds:.0f} s CPU)", file=sys.stderr)
         if job.out:
             from edge_ee.pruning.report import compressed_size, export_pruned
 
@@ -278,4 +323,4 @@ def _write_report(job: JobConfig, result: dict[str, Any]) -> None:
         from device_runners.files import atomic_write_json
         atomic_write_json(job.report, result, default=str)
     else:
-        print(json.dumps({k: v for k, v in result.items() if k != "bundle"}, default=str)[:2000])
+        print(json.dumps({k: v for k, v in result.items() if k != "bundle"}, default=str))

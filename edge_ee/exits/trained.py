@@ -159,6 +159,8 @@ class TrainReport:
     steps: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    planned_steps: int = 0
+    stopped_at_deadline: bool = False  # `run_sgd(deadline=...)` cut the run short
 
 
 def shuffled_batches(data: ImageSplit, batch_size: int, epochs: int, seed: int
@@ -183,20 +185,37 @@ def run_sgd(data: ImageSplit, groups: Sequence[tuple[Sequence[nn.Parameter], flo
             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, steps: int | None,
             epochs: int = 1, batch_size: int = 64, momentum: float = 0.9,
             weight_decay: float = 5e-4, seed: int = 0, desc: str | None = None,
-            progress: bool = True) -> TrainReport:
+            progress: bool = True, cosine: bool = False,
+            deadline: float | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> TrainReport:
     """Plain SGD (one learning rate per parameter group) over shuffled batches.
 
     `loss_fn(x, y)` runs the model; `steps` (when set) overrides `epochs`.
+    `cosine`: each group's learning rate decays as ½(1 + cos πp) to 0, where p is the
+    larger of the fraction of steps done and the fraction of the time to `deadline` used.
+    `deadline` (a value of `clock`, by default `time.perf_counter`; `time.process_time`
+    makes it a CPU-time budget): stop at the first step that starts after it
+    (`TrainReport.stopped_at_deadline`).
     """
     opt = torch.optim.SGD([{"params": list(g), "lr": lr} for g, lr in groups],
                           momentum=momentum, weight_decay=weight_decay)
     total = steps if steps is not None else epochs * math.ceil(len(data) / batch_size)
-    rep = TrainReport()
-    t0 = time.perf_counter()
+    rep = TrainReport(planned_steps=total)
+    t0, c0 = time.perf_counter(), clock()
     bar = progress_bar(total=total, desc=desc, disable=not progress or desc is None, unit="step")
     for x, y in shuffled_batches(data, batch_size, epochs if steps is None else 10**6, seed):
         if rep.steps >= total:
             break
+        now = clock()
+        if deadline is not None and now >= deadline:
+            rep.stopped_at_deadline = True
+            break
+        if cosine:
+            done = rep.steps / max(total, 1)
+            if deadline is not None:
+                done = max(done, (now - c0) / max(deadline - c0, 1e-9))
+            for g, (_, lr) in zip(opt.param_groups, groups, strict=True):
+                g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
         loss = loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
