@@ -323,8 +323,12 @@ def validate_int8(plans: Sequence[SegmentSpec], backend: Backend, x: np.ndarray,
 
     `thresholds` (segment → threshold): the int8 files carry their own thresholds
     (`converters.int8_thresholds`); torch's exit flags are then taken at those, so the
-    comparison measures the quantisation error, not the change of threshold."""
+    comparison measures the quantisation error, not the change of threshold, and a flip
+    of a sample whose torch confidence lies within `golden_confidence_atol` of the int8
+    threshold is excused (its count reported): those thresholds sit where int8 scores
+    put them, and agreement with fp32 decisions is reported, not required."""
     feats = x
+    near_any = np.zeros(len(x), bool)
     segs = []
     n = len(x)
     exit_at = {"int8": np.full(n, -1), "fp32": np.full(n, -1)}
@@ -332,8 +336,11 @@ def validate_int8(plans: Sequence[SegmentSpec], backend: Backend, x: np.ndarray,
     for i, plan in enumerate(plans):
         got = _run_all(backend, i, feats)
         ref = ref_all[i]
+        near = np.zeros(len(x), bool)
         if thresholds is not None and i in thresholds:
             ref = {**ref, "exit": ref["confidence"] > np.float32(thresholds[i])}
+            near = np.abs(ref["confidence"] - thresholds[i]) <= tol.golden_confidence_atol
+            near_any |= near
         same = got["prediction"] == ref["prediction"]
         seg: dict[str, Any] = {"segment": i, "prediction_agreement": float(same.mean())}
         # an early exit's prediction matters only where it answers: checked on the samples
@@ -351,7 +358,9 @@ def validate_int8(plans: Sequence[SegmentSpec], backend: Backend, x: np.ndarray,
             exit_at[tag][new] = i
             pred[tag][new] = out["prediction"][new]
         if plan.is_exit:
-            seg["exit_agreement"] = float((got["exit"] == ref["exit"]).mean())
+            agree = got["exit"] == ref["exit"]
+            seg["exit_agreement"] = float((agree | near).mean())
+            seg["exit_flips_near_own_threshold"] = int((~agree & near).sum())
             a, b = got["feature"].astype(np.float64), ref["feature"].astype(np.float64)
             seg["feature_rel_rms"] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
             if seg["exit_agreement"] < tol.min_exit_agreement:
@@ -364,9 +373,10 @@ def validate_int8(plans: Sequence[SegmentSpec], backend: Backend, x: np.ndarray,
                 f"int8 segment {i} ({backend.name}) is off torch fp32: {', '.join(bad)} (limits "
                 f"{asdict(tol)}); calibrate on more/representative samples or keep heads float")
         segs.append(seg)
-    e2e = float(((exit_at["int8"] == exit_at["fp32"]) & (pred["int8"] == pred["fp32"])).mean())
+    both = (exit_at["int8"] == exit_at["fp32"]) & (pred["int8"] == pred["fp32"])
+    e2e = float((both | near_any).mean())
     report = {"samples": n, "tolerance": asdict(tol), "segments": segs,
-              "end_to_end_agreement": e2e,
+              "end_to_end_agreement": e2e, "end_to_end_agreement_unexcused": float(both.mean()),
               "exit_agreement": float((exit_at["int8"] == exit_at["fp32"]).mean()),
               "prediction_agreement": float((pred["int8"] == pred["fp32"]).mean())}
     if e2e < tol.min_end_to_end_agreement:

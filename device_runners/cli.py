@@ -5,7 +5,8 @@ interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP: the samples done 
 are written and marked incomplete. Every numeric flag is checked before anything runs,
 the output path before anything is measured; the manifest's sha256 is printed, recorded
 in results.json and can be pinned (`--expect-manifest-sha256`) or its signature checked
-(`--trust PUBKEY`, needs the `cryptography` package).
+(`--trust PUBKEY`, needs the `cryptography` package). `--measure-overheads` times a
+candidates bundle's exits instead and writes an overheads file (`overheads.py`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ median of those ratios (a mean is not robust: a pre-empted call makes a ratio of
 Per exit: `boundary_fraction` = median ratio of its shape's probe − 1 (the extra time of
 one more boundary, its head included, as a fraction of the whole network), corrected
 by the difference of this exit's head time from the probe's head time; `head_us`: the
-median time of its head alone. The file names the runtime, backend, threads, profile,
+median time of its head alone; `probe_fraction_se`: the standard error of that median
+(IQR / 1.349 · 1.2533 / √rounds) — under heavy load the spread widens, so measure on a
+quiet device or with more rounds. The file names the runtime, backend, threads, profile,
 machine and the bundle's manifest sha256, and the candidates' identity (model, input
 shape, FLOPs, exits with their specs and feature shapes), which `edge-ee build
 --overheads FILE` checks against the model it builds.
@@ -122,13 +124,15 @@ def measure_overheads(bundle: Bundle, backend: Backend,
     exits = []
     for k, g in enumerate(cand["groups"], start=1):
         q25, q50, q75 = _quartiles(t[:, k] / t[:, 0] - 1.0)
+        se = (q75 - q25) / 1.349 * 1.2533 / np.sqrt(len(t))  # of the median, from the IQR
         probe_head = float(np.median(t[:, head_of[g["probe"]]]))
         for i in g["exits"]:
             h25, h50, h75 = _quartiles(t[:, head_of[i]] / 1e3)
             frac = q50 + (h50 * 1e3 - probe_head) / full_ns
             exits.append({"exit_index": int(i), "probe": int(g["probe"]),
                           "boundary_fraction": frac, "probe_fraction": q50,
-                          "probe_fraction_iqr": [q25, q75], "head_us": h50,
+                          "probe_fraction_iqr": [q25, q75], "probe_fraction_se": se,
+                          "head_us": h50,
                           "head_us_iqr": [h25, h75], "boundary_us": frac * full_ns / 1e3})
     exits.sort(key=lambda e: e["exit_index"])
     f25, _, f75 = _quartiles(t[:, 0] / 1e3)

@@ -68,6 +68,8 @@ def test_measure_overheads_file(flow) -> None:
         assert e["head_us"] > 0 and e["head_us_iqr"][0] <= e["head_us"] <= e["head_us_iqr"][1]
         q25, q75 = e["probe_fraction_iqr"]
         assert q25 <= e["probe_fraction"] <= q75
+        assert e["probe_fraction_se"] == pytest.approx(
+            (q75 - q25) / 1.349 * 1.2533 / doc["rounds"] ** 0.5)
         # the probe's own fraction is the measured median; others are corrected by head time
         if e["probe"] == e["exit_index"]:
             assert e["boundary_fraction"] == pytest.approx(e["probe_fraction"])
