@@ -71,10 +71,8 @@ def test_manifest_lists_every_format(seg_formats_bundle) -> None:
 
 
 def _miou(conf: list) -> float:
-    c = np.sum([np.asarray(v).reshape(11, 11) for v in conf], axis=0)
-    inter = np.diag(c)
-    union = c.sum(0) + c.sum(1) - inter
-    return float((inter[union > 0] / union[union > 0]).mean())
+    from edge_ee.segmentation.metrics import mean_iou
+    return mean_iou(np.sum([np.asarray(v).reshape(11, 11) for v in conf], axis=0))
 
 
 def test_tflite_int8_and_batch_through_edge_ee_run(seg_formats_bundle, camvid,
