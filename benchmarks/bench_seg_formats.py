@@ -1,4 +1,4 @@
-"""A CBT segmentation bundle on ONNX fp32, TFLite fp32, int8 ONNX (QDQ) and in batch mode.
+"""A CBT segmentation bundle on ONNX fp32, TFLite fp32, int8 (ONNX QDQ, TFLite) and in batch mode.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_seg_formats.py --out /tmp/seg_formats \\
         [--bundle EXISTING] [--batch-size 8] [--repeats 2]
@@ -7,8 +7,8 @@ Builds one CamVid CBT bundle ([0.9, 0.998] by default, statistics over every tra
 image) with `--formats onnx,tflite --int8` (`edge-ee seg-build`), or takes `--bundle`,
 then runs the whole CamVid test split through the device executor
 (`device_runners.executor.execute`, the code `edge-ee-run` uses; 1 thread per runtime):
-ONNX fp32, TFLite fp32 and int8 ONNX one image at a time, and ONNX fp32 in batches of
-`--batch-size` images. The configurations are interleaved per chunk of images (the
+ONNX fp32, TFLite fp32, int8 ONNX (QDQ) and int8 TFLite (PT2E) one image at a time,
+and ONNX fp32 in batches of `--batch-size` images. The configurations are interleaved per chunk of images (the
 order rotates) so load drift hits all alike. Prints per configuration the mIoU (class
 maps vs the labels), token exit and pixel agreement with ONNX fp32 single, the share of
 tokens per exit and the per-image latency (median and mean; batch: the batch's latency
@@ -35,7 +35,8 @@ from device_runners.recorders import confusion
 from edge_ee.segmentation.data import IGNORE_INDEX, load_camvid, normalize_images
 from edge_ee.segmentation.metrics import mean_iou
 
-SINGLE = {"onnx fp32": "onnxruntime", "tflite fp32": "tflite", "onnx int8": "onnxruntime-int8"}
+SINGLE = {"onnx fp32": "onnxruntime", "tflite fp32": "tflite", "onnx int8": "onnxruntime-int8",
+          "tflite int8": "tflite-int8"}
 BATCH = "onnx fp32 batch"
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{rw['latency_ms_mean']:7.2f}  " + "/".join(f"{100 * f:.1f}%" for f in frac))
     print(f"({BATCH}: batches of {bs}; latency = batch latency / images in it)")
     sizes = {f: sum((path / s["files"][f]).stat().st_size for s in bundle.segments)
-             for f in ("onnx", "tflite", "onnx-int8")}
+             for f in ("onnx", "tflite", "onnx-int8", "tflite-int8")}
     print("segment files: " + ", ".join(f"{f} {v / 1e3:.0f} kB" for f, v in sizes.items()))
     if args.json:
         Path(args.json).write_text(json.dumps({"bundle": str(path), "images": len(x),

@@ -2,10 +2,11 @@
 
 The shipped CamVid model as a CBT bundle with `--formats onnx,tflite --int8`, run with
 `edge-ee-run` (real subprocess) on real CamVid test images: TFLite reproduces ONNX fp32,
-int8 stays close, `--mode batch` gives exactly the single-mode results and its report;
-TFLite refuses batches with a typed error. A small segmentation net that is not in the
-repo (other grid, channels, classes and stages; built here) goes through the same
-writer so nothing depends on the shipped shapes.
+int8 (ONNX QDQ and TFLite PT2E) stays close, `--mode batch` gives exactly the
+single-mode results and its report; TFLite refuses batches with a typed error. A
+small segmentation net that is not in the repo (other grid, channels, classes and
+stages; built here) goes through the same writer so nothing depends on the shipped
+shapes.
 """
 
 from __future__ import annotations
@@ -54,24 +55,24 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_manifest_lists_every_format(seg_formats_bundle) -> None:
     from device_runners.manifest import load_bundle
     m = load_bundle(seg_formats_bundle).manifest
-    assert {"seg1.tflite", "seg3.int8.onnx", "assemble.tflite"} <= set(m["files"])
+    assert {"seg1.tflite", "seg3.int8.onnx", "seg3.int8.tflite", "assemble.tflite"} <= set(
+        m["files"])
     pad = m["segments"][1]["padding"]
     assert pad == {"input": "idx", "axis": 0, "sizes": [75, 150, 300, 600, 1200], "value": 1200,
                    "outputs": ["logits", "exit_mask"]}
     assert "padding" not in m["segments"][0]
     v = m["validation_formats"]
-    assert set(v) == {"onnx", "tflite", "onnx-int8"}
+    assert set(v) == {"onnx", "tflite", "onnx-int8", "tflite-int8"}
     assert v["tflite"]["exit_agreement"] == 1.0 and v["tflite"]["max_abs_logit_diff"] < 1e-4
-    assert v["onnx-int8"]["exit_agreement"] >= 0.9 and v["onnx-int8"]["pixel_agreement"] >= 0.95
+    for fmt in ("onnx-int8", "tflite-int8"):
+        assert v[fmt]["exit_agreement"] >= 0.9 and v[fmt]["pixel_agreement"] >= 0.95
     assert all(c["passed"] for c in m["self_check_formats"].values())
-    assert m["quantization"]["formats"]["onnx-int8"]["segments"][0]["heads"] == "float"
+    assert m["quantization"]["formats"]["tflite-int8"]["segments"][0]["heads"] == "float"
 
 
 def _miou(conf: list) -> float:
-    c = np.sum([np.asarray(v).reshape(11, 11) for v in conf], axis=0)
-    inter = np.diag(c)
-    union = c.sum(0) + c.sum(1) - inter
-    return float((inter[union > 0] / union[union > 0]).mean())
+    from edge_ee.segmentation.metrics import mean_iou
+    return mean_iou(np.sum([np.asarray(v).reshape(11, 11) for v in conf], axis=0))
 
 
 def test_tflite_int8_and_batch_through_edge_ee_run(seg_formats_bundle, camvid,
@@ -80,7 +81,7 @@ def test_tflite_int8_and_batch_through_edge_ee_run(seg_formats_bundle, camvid,
     inp = tmp_path / "camvid4.npz"
     np.savez(inp, x=camvid.images[pick], y=camvid.labels[pick])
     runs = {"onnx": ("--backend", "onnxruntime"), "tflite": ("--backend", "tflite"),
-            "int8": ("--backend", "onnxruntime-int8"),
+            "int8": ("--backend", "onnxruntime-int8"), "tflite_int8": ("--backend", "tflite-int8"),
             "batch": ("--backend", "onnxruntime", "--mode", "batch", "--batch-size", "3")}
     res = {}
     for name, flags in runs.items():
@@ -89,7 +90,7 @@ def test_tflite_int8_and_batch_through_edge_ee_run(seg_formats_bundle, camvid,
         assert r.returncode == 0, r.stderr
         res[name] = json.loads(out.read_text())
     ref = res["onnx"]["samples"]
-    assert res["tflite"]["self_check"]["passed"] and res["int8"]["self_check"]["passed"]
+    assert all(res[n]["self_check"]["passed"] for n in ("tflite", "int8", "tflite_int8"))
     # batch mode: the same per-image results as single mode, in 2 calls (3 + 1 images)
     batch = res["batch"]
     assert batch["samples"]["tokens_per_exit"] == ref["tokens_per_exit"]
@@ -101,7 +102,8 @@ def test_tflite_int8_and_batch_through_edge_ee_run(seg_formats_bundle, camvid,
     assert np.abs(got - np.asarray(ref["tokens_per_exit"])).sum() <= 4
     assert abs(_miou(res["tflite"]["samples"]["confusion"]) - _miou(ref["confusion"])) < 1e-3
     # int8: close to fp32, not equal
-    assert abs(_miou(res["int8"]["samples"]["confusion"]) - _miou(ref["confusion"])) < 0.02
+    for n in ("int8", "tflite_int8"):
+        assert abs(_miou(res[n]["samples"]["confusion"]) - _miou(ref["confusion"])) < 0.02
     # the report reads batch results (latency per image from the batches)
     from edge_ee.cli import main
     rep = tmp_path / "rep"
@@ -177,4 +179,6 @@ def test_small_model_batch_equals_single_and_tflite_equals_onnx(small_seg_bundle
         assert (lite.prediction[0] == one.prediction[0]).mean() >= 0.99
     int8 = execute(b, open_backend(b, "onnxruntime-int8"), x)
     assert int8.exit.shape == batch.exit.shape
-    assert set(b.manifest["validation_formats"]) == {"onnx", "tflite", "onnx-int8"}
+    lite8 = execute(b, open_backend(b, "tflite-int8"), x[:1])
+    assert lite8.exit.shape == (1, 384) and (lite8.exit >= 0).all()
+    assert set(b.manifest["validation_formats"]) == {"onnx", "tflite", "onnx-int8", "tflite-int8"}

@@ -24,6 +24,7 @@ under the segment's `head` (exit head or final classifier head) in float.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,19 +78,7 @@ def export_spec(spec: SegmentSpec, path: Path) -> Path:
     if len(args) == 1 and spec.padding is None:
         return export_tflite(spec.module, args[0], path)
     litert_torch = _import_litert_torch()
-    pad = spec.padding
-    variants = [("serving_default", args)]
-    if pad is not None:
-        if pad.input not in spec.input_names:
-            raise ExportValidationError(f"padding names input {pad.input!r}; the segment takes "
-                                        f"{list(spec.input_names)}")
-        k = spec.input_names.index(pad.input)
-        variants = []
-        for size in sorted(pad.sizes):
-            shape = list(args[k].shape)
-            shape[pad.axis] = int(size)
-            padded = torch.full(shape, pad.value, dtype=args[k].dtype)
-            variants.append((f"{pad.input}{size}", (*args[:k], padded, *args[k + 1:])))
+    variants = [(key, a) for key, _, a in _variants(spec)]
     spec.module.eval()
     try:
         with _quiet(), torch.no_grad():
@@ -103,6 +92,62 @@ def export_spec(spec: SegmentSpec, path: Path) -> Path:
             f"TFLite export of {type(spec.module).__name__} failed: {type(err).__name__}: {err}; "
             "check that the segment uses only ops litert-torch lowers, or export --formats onnx"
         ) from err
+    return path
+
+
+def _variants(spec: SegmentSpec) -> list[tuple[str, int | None, tuple[torch.Tensor, ...]]]:
+    """(signature key, padded length or None, example args) of every signature."""
+    args = spec.example_args()
+    pad = spec.padding
+    if pad is None:
+        return [("serving_default", None, args)]
+    if pad.input not in spec.input_names:
+        raise ExportValidationError(f"padding names input {pad.input!r}; the segment takes "
+                                    f"{list(spec.input_names)}")
+    k = spec.input_names.index(pad.input)
+    out = []
+    for size in sorted(pad.sizes):
+        shape = list(args[k].shape)
+        shape[pad.axis] = int(size)
+        padded = torch.full(shape, pad.value, dtype=args[k].dtype)
+        out.append((f"{pad.input}{size}", int(size), (*args[:k], padded, *args[k + 1:])))
+    return out
+
+
+def export_spec_int8(spec: SegmentSpec, calib: Mapping[int | None, Sequence[Mapping[str, np.ndarray]]],
+                     path: Path, float_heads: bool = True) -> Path:
+    """PT2E static int8 of a multi-input or padded spec: one signature per padded length,
+    each calibrated on `calib[length]` (`calib[None]` without padding): real feeds by
+    input name whose padded input already has that length (the task makes them valid)."""
+    litert_torch = _import_litert_torch()
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    spec.module.eval()
+    quantizer = _quantizer(float_heads)
+    try:
+        with _quiet(), torch.no_grad():
+            conv = None
+            for key, size, args in _variants(spec):
+                feeds = calib.get(size) or []
+                if not feeds:
+                    raise ExportValidationError(f"no calibration feeds for signature {key}")
+                gm = torch.export.export(spec.module, args).module()
+                gm = prepare_pt2e(gm, quantizer)
+                move_exported_model_to_eval(gm)
+                for f in feeds:
+                    gm(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in spec.input_names))
+                gm = convert_pt2e(gm, fold_quantize=False)
+                move_exported_model_to_eval(gm)
+                gm.training = False
+                conv = (litert_torch.signature(key, gm, args) if conv is None
+                        else conv.signature(key, gm, args))
+            conv.convert(quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
+    except Exception as err:
+        raise ExportValidationError(
+            f"TFLite int8 (PT2E) export of {type(spec.module).__name__} failed: "
+            f"{type(err).__name__}: {err}; export without --int8 or with --formats onnx") from err
     return path
 
 

@@ -23,7 +23,7 @@ is one .tflite file with a signature per fixed index length (1/16, 1/8, ... 1 of
 grid, `TOKEN_BUCKETS`); the device pads `idx` with the spare-row index to the next
 length (at most 2x the tokens computed, never more than the whole grid) — see
 `converters.spec.Padding` and `edge_ee.segmentation.export`. TFLite graphs have batch 1,
-so `--mode batch` runs on ONNX. int8: `edge_ee.segmentation.int8` (ONNX QDQ).
+so `--mode batch` runs on ONNX. int8: `edge_ee.segmentation.int8` (ONNX QDQ, TFLite PT2E).
 """
 
 from __future__ import annotations
@@ -113,10 +113,10 @@ def write_seg_bundle(model: EarlyExitSegNet, out_dir: str | Path, thresholds: np
             raise ExportValidationError("int8 is for early-exit bundles (cbt/single); the "
                                         "monolithic baseline stays fp32 — drop --int8")
         cal_x = seg_int8.check_images(calibration_images, vx.shape[1:])
-        mods = segment_modules(model, t)
 
         def quantize(tmp: Path, segments: list[dict[str, Any]]) -> dict[str, Any]:
-            return seg_int8.quantize_all(tmp, segments, mods, cal_x, cost.num_tokens)
+            return seg_int8.quantize_all(tmp, segments, specs, cal_x, cost.num_tokens,
+                                         tuple(options.formats))
 
     def golden(draft: Bundle, formats: tuple[str, ...]) -> tuple[dict, dict]:
         arrays = _golden(model, t, gx)

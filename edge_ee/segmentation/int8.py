@@ -1,4 +1,4 @@
-"""int8 segmentation bundles (ONNX QDQ) and the token chain shared by golden and calibration.
+"""int8 segmentation bundles (ONNX QDQ, TFLite PT2E) and the token chain shared by golden and calibration.
 
 Each segment graph is quantised on its own with `converters.quantize.quantize_onnx`
 (uint8 activations per tensor, int8 per-channel weights, MinMax), calibrated on the
@@ -12,9 +12,9 @@ The golden self-check of an int8 file compares with that file's own outputs, rec
 on the host with onnxruntime (`runtime_golden`, under a `onnx-int8/` key prefix, looser
 tolerances); the export itself is validated end to end against torch fp32
 (`validate_int8`): token exit agreement and pixel agreement on the validation images.
-TFLite int8 is not built for segmentation: litert-torch's PT2E path takes one input per
-graph and one traced length, while the token segments take two and carry one signature
-per padded length.
+With TFLite among the formats, `seg{s}.int8.tflite` too: PT2E (torchao) with
+litert-torch's quantizer, exit heads float, one signature per padded index length, each
+calibrated on the same images' running tokens cut or padded to its length.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from converters.errors import QuantizationError
+from converters.formats.tflite import export_spec_int8
 from converters.progress import progress
 from converters.quantize import QUANT_METHODS, Int8Tolerance, quantize_onnx
+from converters.spec import SegmentSpec
 from device_runners.backends import Backend
 from device_runners.executor import token_positions
 from device_runners.manifest import Bundle
@@ -77,26 +79,54 @@ def check_images(x: np.ndarray | None, shape: tuple[int, ...], min_images: int =
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def quantize_all(tmp: Path, segments: list[dict[str, Any]], mods: list[nn.Module],
-                 cal_x: np.ndarray, n: int) -> dict[str, Any]:
-    """`seg{s}.int8.onnx` beside every fp32 segment (`n` tokens per image); the manifest's
-    `quantization` section."""
+def quantize_all(tmp: Path, segments: list[dict[str, Any]], specs: list[SegmentSpec],
+                 cal_x: np.ndarray, n: int, formats: tuple[str, ...]) -> dict[str, Any]:
+    """`seg{s}.int8.onnx` (and `seg{s}.int8.tflite` when TFLite is among `formats`) beside
+    every fp32 segment (`n` tokens per image); the manifest's `quantization` section."""
+    mods = [sp.module for sp in specs]
     feeds: list[list[dict[str, np.ndarray]]] = [[] for _ in mods]
     for i in progress(range(len(cal_x)), desc="int8 calibration feeds", unit="image"):
         for s, (f, _) in enumerate(torch_chain(mods, torch.from_numpy(cal_x[i:i + 1]), n)):
             feeds[s].append({k: v.numpy() for k, v in f.items()})
-    recs = []
+    recs = [{"segment": s, "heads": "float"} for s in range(len(segments))]
+    out: dict[str, Any] = {"calibration_images": len(cal_x), "heads_policy": "float",
+                           "thresholds": "the fp32 bundle's per-class thresholds, unchanged",
+                           "formats": {}}
     for s, seg in enumerate(progress(segments, desc="int8 onnx", unit="segment")):
         name = f"{seg['name']}.int8.onnx"
         quantize_onnx(tmp / seg["files"]["onnx"], tmp / name, feeds[s], float_heads=True)
         seg["files"]["onnx-int8"] = name
-        recs.append({"segment": s, "heads": "float"})
-    return {"calibration_images": len(cal_x), "heads_policy": "float",
-            "thresholds": "the fp32 bundle's per-class thresholds, unchanged",
-            "formats": {"onnx-int8": {
-                **QUANT_METHODS["onnx"], "segments": recs,
-                "float_heads": "the exit head nodes (one Linear per exit, `head` scope) are "
-                               "excluded from quantisation and compute float32"}}}
+    out["formats"]["onnx-int8"] = {
+        **QUANT_METHODS["onnx"], "segments": recs,
+        "float_heads": "the exit head nodes (one Linear per exit, `head` scope) are excluded "
+                       "from quantisation and compute float32"}
+    if "tflite" not in formats:
+        return out
+    for s, seg in enumerate(progress(segments, desc="int8 tflite", unit="segment")):
+        name = f"{seg['name']}.int8.tflite"
+        export_spec_int8(specs[s], _by_length(feeds[s], specs[s], n), tmp / name)
+        seg["files"]["tflite-int8"] = name
+    out["formats"]["tflite-int8"] = {
+        **QUANT_METHODS["tflite"], "segments": recs,
+        "signatures": "each padded index length calibrated on its own, on the same images "
+                      "(the running tokens of each, cut to that length)"}
+    return out
+
+
+def _by_length(feeds: list[dict[str, np.ndarray]], spec: SegmentSpec, n: int
+               ) -> dict[int | None, list[dict[str, np.ndarray]]]:
+    """Calibration feeds per TFLite signature: idx cut or padded to each length, pos
+    recomputed so the feed stays a valid running set."""
+    if spec.padding is None:
+        return {None: feeds}
+    out: dict[int | None, list[dict[str, np.ndarray]]] = {}
+    for size in spec.padding.sizes:
+        out[size] = []
+        for f in feeds:
+            use = f["idx"][:size]
+            idx = np.concatenate([use, np.full(size - len(use), spec.padding.value, np.int64)])
+            out[size].append({**f, "idx": idx, "pos": token_positions(use, 1, n)})
+    return out
 
 
 def runtime_golden(backend: Backend, n_segments: int, gx: np.ndarray, cfg: SegNetConfig,
