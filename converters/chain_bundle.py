@@ -22,6 +22,7 @@ import numpy as np
 from converters.bundle import write_bundle
 from converters.errors import ExportValidationError
 from converters.formats import FORMATS, check_formats
+from converters.ingraph import ingraph_section
 from converters.progress import progress
 from converters.quantize import (
     QUANT_METHODS,
@@ -35,6 +36,7 @@ from converters.validate import Tolerance, torch_outputs, validate
 from device_runners.backends import Backend, format_backends, open_backend
 from device_runners.golden import self_check
 from device_runners.manifest import Bundle
+from device_runners.strategies import INGRAPH, available, self_check_ingraph
 
 # TFLite fp32 (XNNPACK's GEMM sums in another order): exit scores are large and close, so
 # an exact top-2 tie may pick the other class; such samples do not count as disagreement
@@ -47,12 +49,14 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
                        overwrite: bool = False, full_flops: int | None = None,
                        formats: Sequence[str] = ("onnx",), int8: bool = False,
                        calibration_x: np.ndarray | None = None, int8_heads: str = "auto",
-                       int8_tol: Int8Tolerance = Int8Tolerance()) -> Path:
+                       int8_tol: Int8Tolerance = Int8Tolerance(), ingraph: bool = True) -> Path:
     """Export, validate and atomically place a sample-exit bundle at `out_dir`.
 
     `formats`: fp32 graph formats ("onnx", "tflite"), each validated against torch.
     `int8`: also write "<format>-int8" files for each, calibrated on `calibration_x`
     (real, normalised inputs, e.g. training images, not the validation samples).
+    `ingraph`: also carry the exits as ONNX `If` in one graph (`converters.ingraph`, the
+    manifest's `strategies`), validated against torch and the split.
     """
     formats = check_formats(list(formats))
     cx = check_calibration(calibration_x, spec.input_shape) if int8 else None
@@ -80,6 +84,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
     def check(bundle: Bundle, fmt: str) -> tuple[dict, dict]:
         backend = open_backend(bundle, format_backends()[fmt])
         record = self_check(bundle, backend)
+        if INGRAPH in available(bundle, backend):  # the device's check of the If graph
+            record["ingraph"] = self_check_ingraph(bundle, backend)
         if fmt.endswith("-int8"):
             return record, validate_int8(specs, backend, vx, torch_outputs(specs, vx), int8_tol)
         if fmt == "tflite":
@@ -92,10 +98,16 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
             return None
         return _quantize_all(tmp, specs, segments, formats, vx, cx, int8_heads)
 
+    def strategies(tmp: Path, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not ingraph:
+            return None
+        return ingraph_section(tmp, specs, segments, vx, tol.confidence_atol, formats)
+
     total = sum(int(s.flops) for s in specs)
     return write_bundle(specs, spec, out_dir, golden=golden, check=check, formats=formats,
                         cost={"total_flops_all_segments": total, "full_flops": full_flops or total},
-                        calibration=calibration, quantize=quantize, overwrite=overwrite)
+                        calibration=calibration, quantize=quantize, overwrite=overwrite,
+                        strategies=strategies)
 
 
 def _chain(backend: Backend, n_segments: int, x: np.ndarray, prefix: str) -> dict[str, np.ndarray]:

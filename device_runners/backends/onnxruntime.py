@@ -56,7 +56,7 @@ class OnnxRuntimeBackend(Backend):
         self._ort = import_ort()
         self.sessions: dict[GraphKey, Any] = {}
         self._io: dict[GraphKey, tuple[list[str], list[str], list[str]]] = {}
-        for key in bundle.graph_keys():
+        for key in bundle.graph_keys(self.file_format):
             sess = ort_session(bundle.graph_path(key, self.file_format), threads)
             names, outs = self.graph_io(key)
             graph_in = [i.name for i in sess.get_inputs()]
