@@ -87,9 +87,9 @@ def _out_info(name: str, kind: str) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem, ["batch"])
 
 
-def _set_threshold(inits: list, nodes: list, i: int, value: float) -> None:
-    """Replace the threshold constant of segment i's exit comparison (`exit` output)."""
-    node = next((n for n in nodes if n.output and n.output[0] == f"s{i}/exit"), None)
+def _set_threshold(inits: list, nodes: list, exit_name: str, i: int, value: float) -> None:
+    """Replace the threshold constant of segment i's exit comparison (output `exit_name`)."""
+    node = next((n for n in nodes if n.output and n.output[0] == exit_name), None)
     if node is None or node.op_type not in ("Greater", "GreaterOrEqual"):
         raise ExportValidationError(f"segment {i}: its exit flag is not a comparison with a "
                                     "threshold; cannot override the threshold")
@@ -100,6 +100,15 @@ def _set_threshold(inits: list, nodes: list, i: int, value: float) -> None:
             t.CopyFrom(numpy_helper.from_array(np.full_like(arr, value), name))
             return
     raise ExportValidationError(f"segment {i}: threshold {name!r} is not an initializer")
+
+
+def set_threshold(model: onnx.ModelProto, value: float) -> onnx.ModelProto:
+    """A copy of an exit segment's model whose exit threshold constant is `value` (+inf:
+    never exits, -inf: always exits); for overhead measurements."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _set_threshold(list(out.graph.initializer), list(out.graph.node), "exit", 0, value)
+    return out
 
 
 def assemble(models: Sequence[onnx.ModelProto], weights: str = "branch",
@@ -125,7 +134,7 @@ def assemble(models: Sequence[onnx.ModelProto], weights: str = "branch",
         `source`; the names of its three results."""
         nodes, inits, infos = _prefixed(models[k], k, source)
         if thresholds is not None and k < last and thresholds[k] is not None:
-            _set_threshold(inits, nodes, k, float(thresholds[k]))  # type: ignore[arg-type]
+            _set_threshold(inits, nodes, f"s{k}/exit", k, float(thresholds[k]))  # type: ignore[arg-type]
         if weights == "outer":
             outer_inits.extend(inits)
             inits = []
@@ -198,9 +207,10 @@ def exits_off(n_segments: int) -> list[float | None]:
 # ------------------------------------------------------------------ the bundle writer's hook
 
 #: why a TFLite bundle carries no in-graph exits (see docs/ingraph.md for the error text)
-TFLITE_ABSENT = ("litert-torch 0.10 does not convert torch.cond (the exporter leaves a "
-                 "higher-order `cond` op that the TFLite lowering has no rule for), and a "
-                 ".tflite file has no ONNX-style If to assemble into; TFLite bundles run split")
+TFLITE_ABSENT = ("litert-torch 0.10 cannot lower torch.cond: converting a module whose "
+                 "forward calls torch.cond fails with 'RuntimeError: Lowering not found: "
+                 "cond' (litert_torch/backend/export.py), and a .tflite file has no If to "
+                 "assemble the exported segments into; TFLite bundles run split")
 
 
 def ingraph_section(folder: Path, specs: Sequence[Any], segments: list[dict[str, Any]],

@@ -26,9 +26,11 @@ def import_ort() -> Any:
     return ort
 
 
-def ort_session(path: str | Path, threads: int = 1, **options: Any) -> Any:
+def ort_session(path: str | Path, threads: int = 1, disabled_optimizers: list[str] | None = None,
+                **options: Any) -> Any:
     """An onnxruntime CPU session with the project's settings; `options` set SessionOptions
-    attributes (e.g. graph_optimization_level)."""
+    attributes (e.g. graph_optimization_level); `disabled_optimizers` names graph
+    transformers to leave out (e.g. "NchwcTransformer", for measurements)."""
     ort = import_ort()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -38,7 +40,8 @@ def ort_session(path: str | Path, threads: int = 1, **options: Any) -> Any:
     for key, value in options.items():
         setattr(opts, key, value)
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        more = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], **more)
     except Exception as err:  # onnxruntime raises its own exception types
         raise BackendError(f"onnxruntime cannot load {path}: {err}; re-export the bundle "
                            "or upgrade onnxruntime") from err
