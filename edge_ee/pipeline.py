@@ -345,12 +345,14 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
            tol: Tolerance = Tolerance(), formats: Sequence[str] = ("onnx",), int8: bool = False,
            calibration_data: ImageSplit | np.ndarray | None = None,
            calibration_samples: int = 256, int8_heads: str = "auto",
-           int8_tol: Int8Tolerance = Int8Tolerance(), task: str = "classification") -> Path:
+           int8_tol: Int8Tolerance = Int8Tolerance(), task: str = "classification",
+           ingraph: bool = True) -> Path:
     """Export the bundle, validated on `validation_samples` real samples of `data`.
 
     `formats`: ("onnx",), ("tflite",) or both. `int8`: also int8 files of each format,
     calibrated on `calibration_samples` random samples of `calibration_data` (an
-    ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W))."""
+    ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W)). `ingraph`:
+    also the exits as ONNX `If` in one graph (docs/ingraph.md), when there are exits."""
     plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
     spec = BundleSpec(name=name, classes=tuple(data.classes),
@@ -363,7 +365,7 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
                             overwrite=overwrite, tol=tol, full_flops=full, formats=formats,
                             int8=int8, calibration_x=_calibration_x(calibration_data,
                                                                     calibration_samples, int8),
-                            int8_heads=int8_heads, int8_tol=int8_tol)
+                            int8_heads=int8_heads, int8_tol=int8_tol, ingraph=ingraph)
 
 
 def _calibration_x(data: ImageSplit | np.ndarray | None, n: int, int8: bool) -> np.ndarray | None:

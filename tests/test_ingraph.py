@@ -148,6 +148,13 @@ def test_runner_cli_strategies(tiny_bundle: Path, fashion_samples: Path, tmp_pat
     med = auto["measured_median_ns"]
     assert auto["name"] == min(med, key=med.get) and all(v > 0 for v in med.values())
     assert all(len(r) == 1 for r in res["ingraph"]["samples"]["segment_latency_ns"])
+    from device_runners.results import load_results
+    from edge_ee.report import summarize
+    summary = summarize(load_results(tmp_path / "ingraph.json"), load_bundle(tiny_bundle))
+    assert summary["strategy"]["name"] == INGRAPH and summary["latency_ns"]["p50"] > 0
+    assert "segment_latency_ns" not in summary  # one call per sample: no per-segment times
+    assert summary["accuracy"] == summarize(load_results(tmp_path / "split.json"),
+                                            load_bundle(tiny_bundle))["accuracy"]
     p = _run(tiny_bundle, fashion_samples, tmp_path / "bad.json", "--strategy", "ingraph",
              "--no-exit")
     assert p.returncode == 2 and "--no-exit" in p.stderr
