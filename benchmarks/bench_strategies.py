@@ -1,7 +1,8 @@
 """Split segments vs in-graph (ONNX `If`) exits, side by side in one run (issue 15 item 1).
 
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. .venv/bin/python benchmarks/bench_strategies.py \
-        [--models fashion,resnet56] [--samples 1000] [--probe] [--out bench-out/strategies]
+        [--models fashion,resnet56] [--samples 1000] [--probe] [--block 25] [--reuse] \
+        [--out bench-out/strategies]
 
 Per model — the demo network `fashion-resnet` with its `lda:2` exits (what `edge-ee demo`
 builds, host-measured boundary costs), and ResNet-56 / CIFAR-10 with `lda:2` exits fitted
@@ -10,8 +11,10 @@ calibration drop — it exports the exit bundle (ONNX with in-graph exits, and T
 the monolithic graph, then measures on one runtime thread:
 * accuracy and FLOPs fraction of each strategy on the whole 10000-image test split (the
   decisions the device makes, batched through the runner's own executors);
-* p50 latency of every variant, interleaved sample by sample on a class-balanced
-  `--samples` test sample, as a fraction of the monolithic graph on the same runtime:
+* p50 latency of every variant on a class-balanced `--samples` test sample, interleaved
+  in blocks of `--block` samples (each variant's weights warm, as on a device running one
+  bundle; `--block 1`: sample by sample), as a fraction of the monolithic graph on the
+  same runtime:
   split and in-graph exits (ONNX), split exits (TFLite), and each with every exit off
   (split: `no_exit`; in-graph: thresholds +inf assembled into the same graph);
 * what `edge-ee-run --strategy auto` chooses on this machine.
@@ -41,19 +44,24 @@ sys.path.insert(0, str(ROOT))
 
 
 def interleave(runs: dict[str, Callable[[np.ndarray], object]], x: np.ndarray,
-               warmup: int = 5) -> dict[str, float]:
-    """Median ns per sample of each callable, sample by sample, order alternating."""
+               block: int = 25, warmup: int = 5) -> dict[str, float]:
+    """Median ns per sample of each callable, interleaved in blocks of `block` samples:
+    each variant runs a block in turn (order alternating), so every variant runs with its
+    own weights warm in cache as on a device that runs one bundle, and all of them share
+    the machine's load alike. block=1 interleaves sample by sample."""
     names = list(runs)
     for k in names:
         for n in range(warmup):
             runs[k](x[n : n + 1])
     t: dict[str, list[int]] = {k: [] for k in names}
-    for i in range(len(x)):
-        v = x[i : i + 1]
-        for k in (names if i % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter_ns()
-            runs[k](v)
-            t[k].append(time.perf_counter_ns() - t0)
+    for j, s in enumerate(range(0, len(x), block)):
+        for k in (names if j % 2 == 0 else names[::-1]):
+            runs[k](x[s : s + 1])  # the block's first call re-warms this variant
+            for i in range(s, min(s + block, len(x))):
+                v = x[i : i + 1]
+                t0 = time.perf_counter_ns()
+                runs[k](v)
+                t[k].append(time.perf_counter_ns() - t0)
     return {k: float(np.median(v)) for k, v in t.items()}
 
 
@@ -71,9 +79,12 @@ def whole_split(bundle, backend, fn, x, y, bs: int = 256) -> dict[str, float]:
             "exit_histogram": np.bincount(e, minlength=len(cum)).tolist()}
 
 
-def build_fashion(out: Path, formats: tuple[str, ...]):
+def build_fashion(out: Path, formats: tuple[str, ...], reuse: bool = False):
+    from edge_ee.data import load_fashion_mnist
     from edge_ee.demo import DemoConfig, build_demo
     from edge_ee.pipeline import export
+    if reuse and (out / "fashion-ee").is_dir():
+        return None, None, out / "fashion-ee", out / "fashion-full", load_fashion_mnist("test")
     b = build_demo(DemoConfig(out=str(out / "fashion-demo")))
     ee = export(b.net, b.fitted.heads, out / "fashion-ee", b.test, "fashion-resnet-ee",
                 None, overwrite=True, formats=formats)
@@ -82,12 +93,14 @@ def build_fashion(out: Path, formats: tuple[str, ...]):
     return b.net, b.fitted.heads, ee, full, b.test
 
 
-def build_resnet56(out: Path, formats: tuple[str, ...]):
+def build_resnet56(out: Path, formats: tuple[str, ...], reuse: bool = False):
     from edge_ee.data import balanced_indices, load_cifar10_jpeg, shared_data_dir
     from edge_ee.exitnet import from_resnet_cifar
     from edge_ee.exits import ExitSpec
     from edge_ee.models.resnet_cifar import load_resnet_cifar
     from edge_ee.pipeline import FitConfig, export, fit_exits
+    if reuse and (out / "resnet56-ee").is_dir():
+        return None, None, out / "resnet56-ee", out / "resnet56-full", load_cifar10_jpeg("test")
     net = from_resnet_cifar(load_resnet_cifar(str(shared_data_dir() / "resnet-cifar10/resnet56.npz")))
     train, test = load_cifar10_jpeg("train"), load_cifar10_jpeg("test")
     sub = train.subset(balanced_indices(train.labels, 5000, 0))
@@ -101,7 +114,7 @@ def build_resnet56(out: Path, formats: tuple[str, ...]):
 
 
 def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path,
-                  tflite: bool) -> dict:
+                  tflite: bool, block: int = 25) -> dict:
     from converters.ingraph import exits_off, write_ingraph
     from device_runners.backends import open_backend, ort_session
     from device_runners.executor import execute
@@ -134,8 +147,8 @@ def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path
         res["whole_test"]["tflite split"] = whole_split(b, bt, execute, x_all, y_all)
     idx = balanced_indices(y_all, samples, 0)
     load0 = os.getloadavg()
-    med = interleave(runs, x_all[idx])
-    res["latency"] = {"samples": len(idx), "median_ns": med, "load_before": load0,
+    med = interleave(runs, x_all[idx], block)
+    res["latency"] = {"samples": len(idx), "block": block, "median_ns": med, "load_before": load0,
                       "load_after": os.getloadavg()}
     fr = {k: v / med[f"{k.split()[0]} full"] for k, v in med.items()}
     res["latency"]["p50_fraction_of_monolithic"] = fr
@@ -144,7 +157,7 @@ def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path
     return res
 
 
-def probe(out: Path, tmp: Path, samples: int) -> dict:
+def probe(out: Path, tmp: Path, samples: int, block: int = 25) -> dict:
     """ResNet-56, one exit after stage 2 (layer2.8): graph form and session settings."""
     import onnx
     import onnxruntime as ort
@@ -215,8 +228,8 @@ def probe(out: Path, tmp: Path, samples: int) -> dict:
     runs["split always"] = split(sess["seg0 always"])
     x = test.normalised()[balanced_indices(test.labels, samples, 0)]
     load0 = os.getloadavg()
-    med = interleave(runs, x)
-    return {"samples": len(x), "median_ns": med,
+    med = interleave(runs, x, block)
+    return {"samples": len(x), "block": block, "median_ns": med,
             "fraction_of_full": {k: v / med["full"] for k, v in med.items()},
             "load_before": load0, "load_after": os.getloadavg()}
 
@@ -229,6 +242,10 @@ def main() -> None:
     p.add_argument("--no-tflite", action="store_true", help="skip the TFLite split")
     p.add_argument("--probe", action="store_true", help="also the one-exit ResNet-56 probe")
     p.add_argument("--out", type=Path, default=Path("bench-out/strategies"))
+    p.add_argument("--reuse", action="store_true",
+                   help="measure the bundles a previous run left in --out (no fit, no export)")
+    p.add_argument("--block", type=int, default=25,
+                   help="samples per variant in turn (1: sample by sample)")
     a = p.parse_args()
     torch.set_num_threads(2)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -238,13 +255,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         if a.probe:
-            doc["probe"] = probe(a.out, tmp, a.samples)
+            doc["probe"] = probe(a.out, tmp, a.samples, a.block)
             print(json.dumps(doc["probe"], indent=1), flush=True)
         builders = {"fashion": build_fashion, "resnet56": build_resnet56}
         for name in filter(None, a.models.split(",")):
-            _, _, ee, full, test = builders[name](a.out, formats)
+            _, _, ee, full, test = builders[name](a.out, formats, a.reuse)
             doc["models"][name] = measure_model(name, ee, full, test, a.samples, tmp,
-                                                not a.no_tflite)
+                                                not a.no_tflite, a.block)
             print(json.dumps(doc["models"][name], indent=1, default=float), flush=True)
     doc["seconds"] = time.perf_counter() - t0
     tmpf = a.out / "bench_strategies.json.tmp"

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 INGRAPH = "ingraph"
 CHOICES = ("auto", "split", INGRAPH)
-# auto: calls of each strategy measured at start (after a warm-up), interleaved
-AUTO_CALLS = 30
+# auto: calls of each strategy measured at start (after a warm-up), in interleaved rounds
+AUTO_CALLS = 60
+AUTO_ROUNDS = 4
 AUTO_WARMUP = 3
 
 Executor = Callable[..., Outcome]
@@ -135,30 +136,26 @@ def self_check_ingraph(bundle: Bundle, backend: Backend) -> dict[str, Any]:
     return rec
 
 
-def _median_ns(fn: Callable[[], Any], clock: Any = time.perf_counter_ns) -> Callable[[], int]:
-    def timed() -> int:
-        t0 = clock()
-        fn()
-        return clock() - t0
-    return timed
-
-
 def measure_both(bundle: Bundle, backend: Backend, x: np.ndarray, unit: int,
-                 calls: int = AUTO_CALLS) -> dict[str, float]:
-    """Median ns per call of split and in-graph on the first inputs, interleaved call by
-    call (alternating which goes first) after a short warm-up."""
+                 calls: int = AUTO_CALLS, rounds: int = AUTO_ROUNDS,
+                 clock: Any = time.perf_counter_ns) -> dict[str, float]:
+    """Median ns per call of split and in-graph on the first inputs: `rounds` rounds in
+    which each strategy runs `calls / rounds` calls in turn (which goes first alternates;
+    one unmeasured call first re-warms its weights, as in a run of that strategy alone)."""
     n = max(1, min(calls, -(-len(x) // unit)))
     chunks = [x[k * unit : (k + 1) * unit] for k in range(n)]
-    runs = {name: [_median_ns(lambda c=c, f=STRATEGIES[name]: f(bundle, backend, c))
-                   for c in chunks] for name in ("split", INGRAPH)}
-    for name in runs:
-        for k in range(AUTO_WARMUP):
-            runs[name][k % n]()
-    times: dict[str, list[int]] = {name: [] for name in runs}
-    order = list(runs)
-    for k in range(n):
-        for name in (order if k % 2 == 0 else order[::-1]):
-            times[name].append(runs[name][k]())
+    per = max(1, n // rounds)
+    times: dict[str, list[int]] = {"split": [], INGRAPH: []}
+    for r in range(rounds):
+        part = chunks[(r * per) % n :][:per] or chunks[:per]
+        for name in (list(times) if r % 2 == 0 else list(times)[::-1]):
+            fn = STRATEGIES[name]
+            for _ in range(AUTO_WARMUP if r == 0 else 1):
+                fn(bundle, backend, part[0])
+            for c in part:
+                t0 = clock()
+                fn(bundle, backend, c)
+                times[name].append(clock() - t0)
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
@@ -191,5 +188,5 @@ def choose(bundle: Bundle, backend: Backend, x: np.ndarray, requested: str = "au
     log.info("strategy: split %.0f ns, in-graph %.0f ns per call -> %s", med["split"],
              med[INGRAPH], name)
     return name, {**rec, "name": name, "reason": "faster measured at start on this runtime",
-                  "measured_median_ns": med, "measured_calls": int(
-                      max(1, min(AUTO_CALLS, -(-len(x) // unit)))), "unit": unit}
+                  "measured_median_ns": med, "unit": unit, "measured_calls": int(
+                      max(1, min(AUTO_CALLS, -(-len(x) // unit)) // AUTO_ROUNDS) * AUTO_ROUNDS)}
