@@ -44,25 +44,30 @@ sys.path.insert(0, str(ROOT))
 
 
 def interleave(runs: dict[str, Callable[[np.ndarray], object]], x: np.ndarray,
-               block: int = 25, warmup: int = 5) -> dict[str, float]:
-    """Median ns per sample of each callable, interleaved in blocks of `block` samples:
-    each variant runs a block in turn (order alternating), so every variant runs with its
-    own weights warm in cache as on a device that runs one bundle, and all of them share
-    the machine's load alike. block=1 interleaves sample by sample."""
+               block: int = 25, warmup: int = 5) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall ns and median CPU ns (process time) per sample of each callable,
+    interleaved in blocks of `block` samples: each variant runs a block in turn (order
+    alternating), so every variant runs with its own weights warm in cache as on a device
+    that runs one bundle, and all of them share the machine's load alike. block=1
+    interleaves sample by sample. CPU time leaves out the time the process waited for a
+    core, which on a shared machine inflates long and many-call runs (see docs/ingraph.md)."""
     names = list(runs)
     for k in names:
         for n in range(warmup):
             runs[k](x[n : n + 1])
     t: dict[str, list[int]] = {k: [] for k in names}
+    c: dict[str, list[int]] = {k: [] for k in names}
     for j, s in enumerate(range(0, len(x), block)):
         for k in (names if j % 2 == 0 else names[::-1]):
             runs[k](x[s : s + 1])  # the block's first call re-warms this variant
             for i in range(s, min(s + block, len(x))):
                 v = x[i : i + 1]
-                t0 = time.perf_counter_ns()
+                t0, c0 = time.perf_counter_ns(), time.process_time_ns()
                 runs[k](v)
+                c[k].append(time.process_time_ns() - c0)
                 t[k].append(time.perf_counter_ns() - t0)
-    return {k: float(np.median(v)) for k, v in t.items()}
+    return ({k: float(np.median(v)) for k, v in t.items()},
+            {k: float(np.median(v)) for k, v in c.items()})
 
 
 def whole_split(bundle, backend, fn, x, y, bs: int = 256) -> dict[str, float]:
@@ -147,11 +152,13 @@ def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path
         res["whole_test"]["tflite split"] = whole_split(b, bt, execute, x_all, y_all)
     idx = balanced_indices(y_all, samples, 0)
     load0 = os.getloadavg()
-    med = interleave(runs, x_all[idx], block)
-    res["latency"] = {"samples": len(idx), "block": block, "median_ns": med, "load_before": load0,
-                      "load_after": os.getloadavg()}
-    fr = {k: v / med[f"{k.split()[0]} full"] for k, v in med.items()}
-    res["latency"]["p50_fraction_of_monolithic"] = fr
+    med, cpu = interleave(runs, x_all[idx], block)
+    res["latency"] = {"samples": len(idx), "block": block, "median_ns": med,
+                      "median_cpu_ns": cpu, "load_before": load0, "load_after": os.getloadavg()}
+    res["latency"]["p50_fraction_of_monolithic"] = {
+        k: v / med[f"{k.split()[0]} full"] for k, v in med.items()}
+    res["latency"]["cpu_p50_fraction_of_monolithic"] = {
+        k: v / cpu[f"{k.split()[0]} full"] for k, v in cpu.items()}
     _, why = choose(b, be, x_all[idx][:60], "auto")
     res["auto_choice"] = why
     return res
@@ -228,9 +235,10 @@ def probe(out: Path, tmp: Path, samples: int, block: int = 25) -> dict:
     runs["split always"] = split(sess["seg0 always"])
     x = test.normalised()[balanced_indices(test.labels, samples, 0)]
     load0 = os.getloadavg()
-    med = interleave(runs, x, block)
-    return {"samples": len(x), "block": block, "median_ns": med,
+    med, cpu = interleave(runs, x, block)
+    return {"samples": len(x), "block": block, "median_ns": med, "median_cpu_ns": cpu,
             "fraction_of_full": {k: v / med["full"] for k, v in med.items()},
+            "cpu_fraction_of_full": {k: v / cpu["full"] for k, v in cpu.items()},
             "load_before": load0, "load_after": os.getloadavg()}
 
 
@@ -269,16 +277,17 @@ def main() -> None:
     tmpf.replace(a.out / "bench_strategies.json")
     for name, r in doc["models"].items():
         fr, w = r["latency"]["p50_fraction_of_monolithic"], r["whole_test"]
+        cf = r["latency"]["cpu_p50_fraction_of_monolithic"]
         print(f"\n{name}: full accuracy {w['full_accuracy']:.4f}; load "
               f"{r['latency']['load_before'][0]:.1f} -> {r['latency']['load_after'][0]:.1f}\n"
-              "| strategy | accuracy | FLOPs fraction | p50 fraction | exits-off overhead |\n"
-              "|---|---|---|---|---|")
+              "| strategy | accuracy | FLOPs fraction | p50 fraction wall (CPU) | "
+              "exits-off overhead wall (CPU) |\n|---|---|---|---|---|")
         for label, key, off in (("onnx split", "split", "onnx split, exits off"),
                                 ("onnx ingraph", "ingraph", "onnx ingraph, exits off"),
                                 ("tflite split", "tflite split", "tflite split, exits off")):
             if key in w:
                 print(f"| {label} | {w[key]['accuracy']:.4f} | {w[key]['flops_fraction']:.3f} | "
-                      f"{fr[label]:.3f} | {fr[off]:.3f} |")
+                      f"{fr[label]:.3f} ({cf[label]:.3f}) | {fr[off]:.3f} ({cf[off]:.3f}) |")
         print(f"auto chooses {r['auto_choice']['name']} "
               f"({r['auto_choice'].get('measured_median_ns')})")
     print(f"{doc['seconds']:.0f} s; wrote {a.out / 'bench_strategies.json'}")
