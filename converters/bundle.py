@@ -45,6 +45,9 @@ GoldenFn = Callable[[Bundle, tuple[str, ...]], tuple[Mapping[str, np.ndarray], M
 CheckFn = Callable[[Bundle, str], tuple[dict[str, Any], dict[str, Any]]]
 # quantize(folder, segment entries) -> the manifest's `quantization` section (adds files)
 QuantizeFn = Callable[[Path, list[dict[str, Any]]], dict[str, Any] | None]
+# strategies(folder, segment entries) -> the manifest's `strategies` section (adds files,
+# e.g. the in-graph-exit graph, validated before it counts)
+StrategiesFn = Callable[[Path, list[dict[str, Any]]], dict[str, Any] | None]
 
 
 def write_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: str | Path, *,
@@ -52,7 +55,8 @@ def write_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: str | 
                  task_section: Mapping[str, Any] | None = None,
                  extra_graphs: Mapping[str, SegmentSpec] | None = None,
                  cost: Mapping[str, Any] | None = None, calibration: Any = None,
-                 quantize: QuantizeFn | None = None, overwrite: bool = False) -> Path:
+                 quantize: QuantizeFn | None = None, overwrite: bool = False,
+                 strategies: StrategiesFn | None = None) -> Path:
     """Export, check and atomically place a bundle at `out_dir`; returns its path.
 
     `task_section`: top-level manifest keys of the task (e.g. {"segmentation": {...}});
@@ -66,7 +70,7 @@ def write_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: str | 
         raise ExportValidationError("a bundle needs at least one segment")
     with atomic_dir(out) as tmp:
         _write_into(tmp, list(specs), spec, golden, check, formats, dict(task_section or {}),
-                    dict(extra_graphs or {}), cost, calibration, quantize)
+                    dict(extra_graphs or {}), cost, calibration, quantize, strategies)
     return out
 
 
@@ -96,9 +100,11 @@ def _export_all(tmp: Path, specs: list[SegmentSpec], extra: dict[str, SegmentSpe
 def _write_into(tmp: Path, specs: list[SegmentSpec], spec: BundleSpec, golden: GoldenFn,
                 check: CheckFn, formats: tuple[str, ...], task_section: dict[str, Any],
                 extra: dict[str, SegmentSpec], cost: Mapping[str, Any] | None,
-                calibration: Any, quantize: QuantizeFn | None) -> None:
+                calibration: Any, quantize: QuantizeFn | None,
+                strategies: StrategiesFn | None = None) -> None:
     segments, graphs = _export_all(tmp, specs, extra, formats)
     quantization = quantize(tmp, segments) if quantize is not None else None
+    strategy_section = strategies(tmp, segments) if strategies is not None else None
     all_formats = tuple(f for f in [*formats, *(f"{f}-int8" for f in formats)]
                         if all(f in s["files"] for s in segments))
     for g in graphs.values():  # an extra graph is read by the int8 backends as well
@@ -118,6 +124,7 @@ def _write_into(tmp: Path, specs: list[SegmentSpec], spec: BundleSpec, golden: G
         "classes": list(spec.classes),
         "segments": segments,
         **({"graphs": graphs} if graphs else {}),
+        **({"strategies": strategy_section} if strategy_section else {}),
         **task_section,
         "cost": dict(cost) if cost is not None else {"total_flops_all_segments": total,
                                                       "full_flops": total},

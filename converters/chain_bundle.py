@@ -22,6 +22,7 @@ import numpy as np
 from converters.bundle import write_bundle
 from converters.errors import ExportValidationError
 from converters.formats import FORMATS, check_formats
+from converters.ingraph import ingraph_section
 from converters.int8_thresholds import ThresholdHook, recalibrate
 from converters.progress import progress
 from converters.quantize import (
@@ -36,6 +37,7 @@ from converters.validate import Tolerance, torch_outputs, validate
 from device_runners.backends import Backend, format_backends, open_backend
 from device_runners.golden import self_check
 from device_runners.manifest import Bundle
+from device_runners.strategies import INGRAPH, available, self_check_ingraph
 
 # TFLite fp32 (XNNPACK's GEMM sums in another order): exit scores are large and close, so
 # an exact top-2 tie may pick the other class; such samples do not count as disagreement
@@ -51,7 +53,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
                        int8_tol: Int8Tolerance = Int8Tolerance(),
                        extra_graphs: dict[str, SegmentSpec] | None = None,
                        task_section: dict[str, Any] | None = None,
-                       int8_thresholds: ThresholdHook | None = None) -> Path:
+                       int8_thresholds: ThresholdHook | None = None,
+                       ingraph: bool = True) -> Path:
     """Export, validate and atomically place a sample-exit bundle at `out_dir`.
 
     `formats`: fp32 graph formats ("onnx", "tflite"), each validated against torch.
@@ -61,6 +64,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
     exits of `edge_ee.candidates`) and top-level manifest keys, passed to `write_bundle`.
     `int8_thresholds`: a hook that chooses each exit's threshold on the int8 chain's own
     scores (`converters.int8_thresholds`); None keeps the fp32 thresholds in int8 files.
+    `ingraph`: also carry the exits as ONNX `If` in one graph (`converters.ingraph`, the
+    manifest's `strategies`), validated against torch and the split.
     """
     formats = check_formats(list(formats))
     cx = check_calibration(calibration_x, spec.input_shape) if int8 else None
@@ -90,6 +95,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
     def check(bundle: Bundle, fmt: str) -> tuple[dict, dict]:
         backend = open_backend(bundle, format_backends()[fmt])
         record = self_check(bundle, backend)
+        if INGRAPH in available(bundle, backend):  # the device's check of the If graph
+            record["ingraph"] = self_check_ingraph(bundle, backend)
         if fmt.endswith("-int8"):
             return record, validate_int8(specs, backend, vx, torch_outputs(specs, vx), int8_tol,
                                          thresholds=own.get(fmt))
@@ -110,11 +117,17 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
                                       for i, t in rec["thresholds"].items()}
         return out
 
+    def strategies(tmp: Path, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not ingraph:
+            return None
+        return ingraph_section(tmp, specs, segments, vx, tol.confidence_atol, formats)
+
     total = sum(int(s.flops) for s in specs)
     return write_bundle(specs, spec, out_dir, golden=golden, check=check, formats=formats,
                         cost={"total_flops_all_segments": total, "full_flops": full_flops or total},
                         calibration=calibration, quantize=quantize, overwrite=overwrite,
-                        extra_graphs=extra_graphs, task_section=task_section)
+                        extra_graphs=extra_graphs, task_section=task_section,
+                        strategies=strategies)
 
 
 def _chain(backend: Backend, n_segments: int, x: np.ndarray, prefix: str) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ import argparse
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,13 @@ from device_runners.manifest import load_bundle
 from device_runners.results import check_output_path, results_document, spool_path, write_results
 from device_runners.session import SessionConfig, measure
 from device_runners.spool import Spool
+from device_runners.strategies import (
+    CHOICES,
+    INGRAPH,
+    available,
+    choose,
+    self_check_ingraph,
+)
 
 #: exit code when a signal stopped the run (128 + signal number, as shells report it)
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -56,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intra-op threads of the runtime")
     p.add_argument("--warmup-runs", type=at.integer(0, 10**6), default=10)
     p.add_argument("--limit", type=at.integer(1), default=None, help="run only the first N samples")
+    p.add_argument("--strategy", choices=CHOICES, default="auto",
+                   help="split: one graph per segment; ingraph: the exits as ONNX If in one graph "
+                        "(bundles that carry it); auto: the faster of the two measured at start")
     p.add_argument("--no-exit", action="store_true",
                    help="ignore exit flags: every sample runs every segment (split overhead)")
     p.add_argument("--min-runs", type=at.integer(0, 10**10), default=0,
@@ -206,6 +217,12 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
     if dropped["count"]:
         log(f"warning: {dropped['count']} input samples hold NaN/inf and are not run "
             f"(recorded under protocol.nonfinite_inputs)")
+    unit = 1 if args.mode == "single" else args.batch_size
+    if check is not None and args.strategy != "split" and INGRAPH in available(bundle, backend):
+        check["ingraph"] = self_check_ingraph(bundle, backend)
+    strategy, why = choose(bundle, backend, x, args.strategy, unit, args.no_exit)
+    log(f"strategy: {strategy} ({why['reason']})")
+    cfg = replace(cfg, strategy=strategy)
     total = len(x) if args.mode == "single" else (len(x) + args.batch_size - 1) // args.batch_size
     spool = Spool(spool_path(args.out))  # every unit's record goes to disk as it is made
     run = measure(bundle, backend, x, y, cfg, _Progress(total, args.quiet), log, spool)
@@ -222,6 +239,7 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
     results = results_document(bundle, backend, args.threads, protocol, init_ns, check, run,
                                task=None if task == "classification" else task)
     results["bundle"]["signature"] = signature
+    results["strategy"] = why
     if not run["complete"]:
         results["interrupted_by"] = sig.name()
     write_results(args.out, results, spool=spool)

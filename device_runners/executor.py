@@ -224,10 +224,11 @@ def execute(bundle: Bundle, backend: Backend, x: np.ndarray, no_exit: bool = Fal
 
 
 def warm_up(bundle: Bundle, backend: Backend, x: np.ndarray, runs: int,
-            no_exit: bool = True) -> None:
-    """Run one input through every segment `runs` times (allocations, caches, lazy init)."""
+            no_exit: bool = True, execute_fn: Any = None) -> None:
+    """Run one input through every segment `runs` times (allocations, caches, lazy init);
+    `execute_fn`: another strategy's executor (`device_runners.strategies`)."""
     for _ in range(runs):
-        execute(bundle, backend, x[:1], no_exit=no_exit)
+        (execute_fn or execute)(bundle, backend, x[:1], no_exit=no_exit)
 
 
 # ----------------------------------------------------------------- classification helpers

@@ -78,17 +78,28 @@ class Bundle:
             graphs["assemble"] = legacy
         return graphs
 
-    def graph_keys(self) -> list[int | str]:
-        """Every graph a backend opens: segment indices, then extra graph names."""
-        return [s["index"] for s in self.segments] + sorted(self.extra_graphs)
+    @property
+    def strategy_graphs(self) -> dict[str, dict[str, Any]]:
+        """Execution strategies with a graph of their own (name → entry with files, inputs,
+        outputs), e.g. `ingraph` (exits as ONNX `If`); `split` uses the segments."""
+        return {k: v for k, v in (self.manifest.get("strategies") or {}).items()
+                if isinstance(v, dict) and "files" in v}
+
+    def graph_keys(self, fmt: str | None = None) -> list[int | str]:
+        """Every graph a backend opens: segment indices, then extra graph names; with `fmt`
+        also the strategy graphs that have a file in that format."""
+        keys: list[int | str] = [s["index"] for s in self.segments] + sorted(self.extra_graphs)
+        if fmt is not None:
+            keys += sorted(k for k, v in self.strategy_graphs.items() if fmt in v["files"])
+        return keys
 
     def graph_entry(self, key: int | str) -> dict[str, Any]:
         if isinstance(key, int):
             return self.segments[key]
-        try:
-            return self.extra_graphs[key]
-        except KeyError:
-            raise BundleError(f"this bundle has no graph {key!r}; it has {self.graph_keys()}") from None
+        entry = self.extra_graphs.get(key) or self.strategy_graphs.get(key)
+        if entry is None:
+            raise BundleError(f"this bundle has no graph {key!r}; it has {self.graph_keys()}")
+        return entry
 
     def graph_path(self, key: int | str, fmt: str) -> Path:
         files = self.graph_entry(key)["files"]

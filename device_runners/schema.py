@@ -273,6 +273,11 @@ def validate_manifest(m: Any, where: str = "manifest.json") -> None:
         _graph_entry(c, g, f"graphs.{key}")
     if isinstance(m.get("segmentation"), dict) and m["segmentation"].get("assemble"):
         _graph_entry(c, m["segmentation"]["assemble"], "segmentation.assemble")
+    if m.get("strategies") is not None:
+        for key, g in c.obj(m["strategies"], "strategies").items():
+            c.obj(g, f"strategies.{key}")
+            if "files" in g:
+                _graph_entry(c, g, f"strategies.{key}")
     if m.get("golden") is not None:
         g = c.obj(m["golden"], "golden")
         c.string(g.get("file"), "golden.file")
@@ -297,6 +302,9 @@ def referenced_files(m: dict[str, Any]) -> dict[str, str]:
     for key, g in graphs.items():
         for fmt, name in g["files"].items():
             refs.setdefault(name, f"graphs.{key}.files.{fmt}")
+    for key, g in (m.get("strategies") or {}).items():
+        for fmt, name in (g.get("files") or {}).items():
+            refs.setdefault(name, f"strategies.{key}.files.{fmt}")
     if m.get("golden"):
         refs.setdefault(m["golden"]["file"], "golden.file")
     return refs

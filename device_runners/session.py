@@ -22,7 +22,7 @@ import numpy as np
 
 from device_runners.backends import Backend
 from device_runners.errors import EdgeEEError
-from device_runners.executor import execute, warm_up
+from device_runners.executor import warm_up
 from device_runners.manifest import Bundle
 from device_runners.power.energy import choose_power_source, measure_idle_baseline
 from device_runners.power.sampler import PowerSampler
@@ -35,6 +35,7 @@ from device_runners.profiles import (
 from device_runners.protocol import ProtocolConfig, pin_to_cores, run_timed, system_state
 from device_runners.recorders import recorder_for
 from device_runners.spool import Spool
+from device_runners.strategies import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class SessionConfig:
     root: str = "/"
     max_runs: int | None = None  # a cap on runtime calls (samples, or batches in batch mode)
     max_duration_s: float | None = None
+    strategy: str = "split"  # `split` segments or `ingraph` exits (device_runners.strategies)
 
 
 def resolve_profile(cfg: SessionConfig) -> tuple[HardwareProfile | None, dict[str, Any]]:
@@ -86,13 +88,14 @@ def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | Non
     bounded memory); everything is raw."""
     unit = cfg.batch_size if cfg.mode == "batch" else 1
     recorder = recorder_for(bundle)(bundle, y, cfg.mode, spool)
+    run_one = STRATEGIES[cfg.strategy]
     steps = max(1, -(-len(x) // unit))
     calls = [0]
 
     def step() -> None:
         k = calls[0]
         start = (k % steps) * unit
-        out = execute(bundle, backend, x[start : start + unit], cfg.no_exit)
+        out = run_one(bundle, backend, x[start : start + unit], cfg.no_exit)
         recorder.add(out, start, k // steps)
         calls[0] += 1
         if progress is not None:
@@ -102,9 +105,11 @@ def measure(bundle: Bundle, backend: Backend, x: np.ndarray, y: np.ndarray | Non
         if not len(x):
             return None
         t0 = time.perf_counter_ns()
-        warm_up(bundle, backend, x, 1)
+        split = cfg.strategy == "split"  # the split warms every segment (exits off)
+        warm_up(bundle, backend, x, 1, no_exit=split, execute_fn=run_one)
         first_ns = time.perf_counter_ns() - t0
-        warm_up(bundle, backend, x, max(cfg.warmup_runs - 1, 0))
+        warm_up(bundle, backend, x, max(cfg.warmup_runs - 1, 0), no_exit=split,
+                execute_fn=run_one)
         return first_ns
 
     def passes() -> tuple[dict[str, list], list | None, bool]:

@@ -355,7 +355,8 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
            calibration_data: ImageSplit | np.ndarray | None = None,
            calibration_samples: int = 256, int8_heads: str = "auto",
            int8_tol: Int8Tolerance = Int8Tolerance(), task: str = "classification",
-           candidates: bool = False, int8_thresholds=None) -> Path:
+           candidates: bool = False, int8_thresholds=None,
+           ingraph: bool = True) -> Path:
     """Export the bundle, validated on `validation_samples` real samples of `data`.
 
     `formats`: ("onnx",), ("tflite",) or both. `int8`: also int8 files of each format,
@@ -363,7 +364,8 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
     ImageSplit, e.g. the training split, or normalised inputs (N, C, H, W)).
     `candidates`: also the graphs that let the device measure every exit with a head
     (`edge_ee.candidates`; `edge-ee-run --measure-overheads`). `int8_thresholds`: the hook
-    that calibrates int8 files on their own scores (`edge_ee.int8_calibration`)."""
+    that calibrates int8 files on their own scores (`edge_ee.int8_calibration`).
+    `ingraph`: also the exits as ONNX `If` in one graph (docs/ingraph.md), when there are exits."""
     plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
     spec = BundleSpec(name=name, classes=tuple(data.classes),
@@ -383,7 +385,7 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
                                                                     calibration_samples, int8),
                             int8_heads=int8_heads, int8_tol=int8_tol,
                             extra_graphs=extra, task_section=section,
-                            int8_thresholds=int8_thresholds)
+                            int8_thresholds=int8_thresholds, ingraph=ingraph)
 
 
 def _calibration_x(data: ImageSplit | np.ndarray | None, n: int, int8: bool) -> np.ndarray | None:

@@ -29,7 +29,8 @@ def test_manifest_contract(fashion_bundle: Path) -> None:
     assert m["segments"][-1]["exit"]["kind"] == "final"
     kept = [s for s in m["segments"] if s["exit"]["kind"] == "e2cm"]
     assert kept and all(np.isfinite(s["exit"]["threshold"]) for s in kept)
-    assert set(m["files"]) == {f"seg{i}.onnx" for i in range(len(m["segments"]))} | {"golden.npz"}
+    assert set(m["files"]) == ({f"seg{i}.onnx" for i in range(len(m["segments"]))}
+                               | {"golden.npz", "ingraph.onnx"})  # in-graph exits beside
     assert m["validation"]["samples"] == 64 and m["self_check"]["passed"]
     assert sum(s["flops"] for s in m["segments"]) > m["cost"]["full_flops"]  # heads add cost
     assert m["input"]["raw"]["dtype"] == "uint8"

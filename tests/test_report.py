@@ -22,8 +22,9 @@ from edge_ee.report import summarize, write_report
 
 pytestmark = pytest.mark.shared_data
 
-RUN_ARGS = ["--idle-s", "0.5", "--min-duration-s", "2.5", "--profile", "generic-x86_64",
-            "--power-source", "estimated", "--quiet"]
+# the split strategy: these runs check per-segment statistics (an in-graph run has one call)
+RUN_ARGS = ["--strategy", "split", "--idle-s", "0.5", "--min-duration-s", "2.5",
+            "--profile", "generic-x86_64", "--power-source", "estimated", "--quiet"]
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_SKIP = ("needs Debian's headless browser to render the HTML report: "
                  "apt-get install -y --no-install-recommends chromium")

@@ -26,9 +26,11 @@ def import_ort() -> Any:
     return ort
 
 
-def ort_session(path: str | Path, threads: int = 1, **options: Any) -> Any:
+def ort_session(path: str | Path, threads: int = 1, disabled_optimizers: list[str] | None = None,
+                **options: Any) -> Any:
     """An onnxruntime CPU session with the project's settings; `options` set SessionOptions
-    attributes (e.g. graph_optimization_level)."""
+    attributes (e.g. graph_optimization_level); `disabled_optimizers` names graph
+    transformers to leave out (e.g. "NchwcTransformer", for measurements)."""
     ort = import_ort()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -38,7 +40,8 @@ def ort_session(path: str | Path, threads: int = 1, **options: Any) -> Any:
     for key, value in options.items():
         setattr(opts, key, value)
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        more = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], **more)
     except Exception as err:  # onnxruntime raises its own exception types
         raise BackendError(f"onnxruntime cannot load {path}: {err}; re-export the bundle "
                            "or upgrade onnxruntime") from err
@@ -56,7 +59,7 @@ class OnnxRuntimeBackend(Backend):
         self._ort = import_ort()
         self.sessions: dict[GraphKey, Any] = {}
         self._io: dict[GraphKey, tuple[list[str], list[str], list[str]]] = {}
-        for key in bundle.graph_keys():
+        for key in bundle.graph_keys(self.file_format):
             sess = ort_session(bundle.graph_path(key, self.file_format), threads)
             names, outs = self.graph_io(key)
             graph_in = [i.name for i in sess.get_inputs()]

@@ -177,7 +177,7 @@ class TFLiteBackend(Backend):
         super().__init__(bundle, threads)
         interp_cls, self._lib = load_interpreter_class()
         self.graphs: dict[GraphKey, _Graph] = {}
-        for key in bundle.graph_keys():
+        for key in bundle.graph_keys(self.file_format):
             path = bundle.graph_path(key, self.file_format)
             try:
                 interp = interp_cls(model_path=str(path), num_threads=threads)

@@ -76,12 +76,18 @@ def summarize(results: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
     }
     series: dict[str, Any] = {"latency_ns": [], "segment_latency_ns": [[] for _ in segs],
                               **scored.series}
+    strategy = results.get("strategy") or {}
+    out["strategy"] = {k: strategy.get(k) for k in ("name", "reason", "measured_median_ns")
+                       if k in strategy} or None
     if s.get("segment_latency_ns"):
         lat = s.get("latency_ns") or [sum(v) for v in s["segment_latency_ns"]]
-        per_seg = [[v[i] for v in s["segment_latency_ns"] if len(v) > i] for i in range(len(segs))]
         out["latency_ns"] = percentiles(lat)
-        out["segment_latency_ns"] = [percentiles(v) for v in per_seg]
-        series.update(latency_ns=list(lat), segment_latency_ns=per_seg)
+        series["latency_ns"] = list(lat)
+        if strategy.get("name") != "ingraph":  # one call per sample: no per-segment times
+            per_seg = [[v[i] for v in s["segment_latency_ns"] if len(v) > i]
+                       for i in range(len(segs))]
+            out["segment_latency_ns"] = [percentiles(v) for v in per_seg]
+            series["segment_latency_ns"] = per_seg
     if s.get("assemble_latency_ns") and not (m.get("segmentation") or {}).get("monolithic"):
         out["assemble_latency_ns"] = percentiles(s["assemble_latency_ns"])
     if results.get("batches") and "latency_ns" not in out:

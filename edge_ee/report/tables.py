@@ -84,6 +84,9 @@ def overview_table(sums: list[dict[str, Any]], names: list[str]) -> Table:
     row("variant", lambda s: s["variant"])
     row("backend", lambda s: f"{s['backend']['version']} x{s['backend']['threads']} thread(s)")
     row("mode", lambda s: s["mode"] + (" (exits ignored)" if s["no_exit"] else ""))
+    if any(s.get("strategy") for s in sums):
+        row("strategy", lambda s: (s.get("strategy") or {}).get("name", "split") + (
+            f" ({s['strategy']['reason']})" if s.get("strategy") else ""))
     row("profile", lambda s: s["profile"]["name"] or "none")
     row(sums[0]["metric"]["label"], lambda s: s["metric"]["value"])
     drops = [measured_drop(sums, i) for i in range(len(sums))]

@@ -1,0 +1,297 @@
+"""Split segments vs in-graph (ONNX `If`) exits, side by side in one run (issue 15 item 1).
+
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. .venv/bin/python benchmarks/bench_strategies.py \
+        [--models fashion,resnet56] [--samples 1000] [--probe] [--block 25] [--reuse] \
+        [--out bench-out/strategies]
+
+Per model — the demo network `fashion-resnet` with its `lda:2` exits (what `edge-ee demo`
+builds, host-measured boundary costs), and ResNet-56 / CIFAR-10 with `lda:2` exits fitted
+on a class-balanced 5000-image training sample, thresholds latency-aware at ≤ 1 point
+calibration drop — it exports the exit bundle (ONNX with in-graph exits, and TFLite) and
+the monolithic graph, then measures on one runtime thread:
+* accuracy and FLOPs fraction of each strategy on the whole 10000-image test split (the
+  decisions the device makes, batched through the runner's own executors);
+* p50 latency of every variant on a class-balanced `--samples` test sample, interleaved
+  in blocks of `--block` samples (each variant's weights warm, as on a device running one
+  bundle; `--block 1`: sample by sample), as a fraction of the monolithic graph on the
+  same runtime:
+  split and in-graph exits (ONNX), split exits (TFLite), and each with every exit off
+  (split: `no_exit`; in-graph: thresholds +inf assembled into the same graph);
+* what `edge-ee-run --strategy auto` chooses on this machine.
+`--probe` adds the first probe's question on ResNet-56 (one exit after stage 2, exit never
+/ always taken): why is `If` slower, by graph form (weights inside each branch or captured
+from the outer scope, as `torch.cond` exports) and session settings (optimisation level,
+the NCHWc layout transformer off), plus a flat graph that computes the head without `If`.
+The machine is shared: only ratios measured side by side are reported, with the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def interleave(runs: dict[str, Callable[[np.ndarray], object]], x: np.ndarray,
+               block: int = 25, warmup: int = 5) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall ns and median CPU ns (process time) per sample of each callable,
+    interleaved in blocks of `block` samples: each variant runs a block in turn (order
+    alternating), so every variant runs with its own weights warm in cache as on a device
+    that runs one bundle, and all of them share the machine's load alike. block=1
+    interleaves sample by sample. CPU time leaves out the time the process waited for a
+    core, which on a shared machine inflates long and many-call runs (see docs/ingraph.md)."""
+    names = list(runs)
+    for k in names:
+        for n in range(warmup):
+            runs[k](x[n : n + 1])
+    t: dict[str, list[int]] = {k: [] for k in names}
+    c: dict[str, list[int]] = {k: [] for k in names}
+    for j, s in enumerate(range(0, len(x), block)):
+        for k in (names if j % 2 == 0 else names[::-1]):
+            runs[k](x[s : s + 1])  # the block's first call re-warms this variant
+            for i in range(s, min(s + block, len(x))):
+                v = x[i : i + 1]
+                t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+                runs[k](v)
+                c[k].append(time.process_time_ns() - c0)
+                t[k].append(time.perf_counter_ns() - t0)
+    return ({k: float(np.median(v)) for k, v in t.items()},
+            {k: float(np.median(v)) for k, v in c.items()})
+
+
+def whole_split(bundle, backend, fn, x, y, bs: int = 256) -> dict[str, float]:
+    """Accuracy and FLOPs fraction of a strategy's decisions on every test image."""
+    ex, pr = [], []
+    for s in range(0, len(x), bs):
+        o = fn(bundle, backend, x[s : s + bs])
+        ex.append(o.exit)
+        pr.append(o.prediction)
+    e, p = np.concatenate(ex), np.concatenate(pr)
+    cum = np.cumsum([s["flops"] for s in bundle.segments])
+    return {"accuracy": float((p == y).mean()),
+            "flops_fraction": float(cum[e].mean() / bundle.manifest["cost"]["full_flops"]),
+            "exit_histogram": np.bincount(e, minlength=len(cum)).tolist()}
+
+
+def build_fashion(out: Path, formats: tuple[str, ...], reuse: bool = False):
+    from edge_ee.data import load_fashion_mnist
+    from edge_ee.demo import DemoConfig, build_demo
+    from edge_ee.pipeline import export
+    if reuse and (out / "fashion-ee").is_dir():
+        return None, None, out / "fashion-ee", out / "fashion-full", load_fashion_mnist("test")
+    b = build_demo(DemoConfig(out=str(out / "fashion-demo")))
+    ee = export(b.net, b.fitted.heads, out / "fashion-ee", b.test, "fashion-resnet-ee",
+                None, overwrite=True, formats=formats)
+    full = export(b.net, b.fitted.heads, out / "fashion-full", b.test, "fashion-resnet-full",
+                  None, monolithic=True, overwrite=True, formats=formats)
+    return b.net, b.fitted.heads, ee, full, b.test
+
+
+def build_resnet56(out: Path, formats: tuple[str, ...], reuse: bool = False):
+    from edge_ee.data import balanced_indices, load_cifar10_jpeg, shared_data_dir
+    from edge_ee.exitnet import from_resnet_cifar
+    from edge_ee.exits import ExitSpec
+    from edge_ee.models.resnet_cifar import load_resnet_cifar
+    from edge_ee.pipeline import FitConfig, export, fit_exits
+    if reuse and (out / "resnet56-ee").is_dir():
+        return None, None, out / "resnet56-ee", out / "resnet56-full", load_cifar10_jpeg("test")
+    net = from_resnet_cifar(load_resnet_cifar(str(shared_data_dir() / "resnet-cifar10/resnet56.npz")))
+    train, test = load_cifar10_jpeg("train"), load_cifar10_jpeg("test")
+    sub = train.subset(balanced_indices(train.labels, 5000, 0))
+    fitted = fit_exits(net, sub, FitConfig(exit_spec=ExitSpec.parse("lda:2"), max_drop=0.01,
+                                           latency_aware=True), progress=False)
+    ee = export(net, fitted.heads, out / "resnet56-ee", test, "resnet56-ee", None,
+                overwrite=True, formats=formats)
+    full = export(net, fitted.heads, out / "resnet56-full", test, "resnet56-full", None,
+                  monolithic=True, overwrite=True, formats=formats)
+    return net, fitted.heads, ee, full, test
+
+
+def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path,
+                  tflite: bool, block: int = 25) -> dict:
+    from converters.ingraph import exits_off, write_ingraph
+    from device_runners.backends import open_backend, ort_session
+    from device_runners.executor import execute
+    from device_runners.manifest import load_bundle
+    from device_runners.strategies import choose, execute_ingraph
+    from edge_ee.data import balanced_indices
+    b, f = load_bundle(ee), load_bundle(full)
+    be, fe = open_backend(b, "onnxruntime"), open_backend(f, "onnxruntime")
+    x_all, y_all = test.normalised(), test.labels
+    res: dict = {"bundle": str(ee), "kept_segments": len(b.segments),
+                 "ingraph_validation": b.manifest["strategies"]["ingraph"]["validation"]}
+    res["whole_test"] = {"full_accuracy": whole_split(f, fe, execute, x_all, y_all)["accuracy"],
+                         "split": whole_split(b, be, execute, x_all, y_all),
+                         "ingraph": whole_split(b, be, execute_ingraph, x_all, y_all)}
+    off = write_ingraph([ee / s["files"]["onnx"] for s in b.segments], tmp / f"{name}-off.onnx",
+                        thresholds=exits_off(len(b.segments)))
+    off_sess = ort_session(off)
+    runs: dict[str, Callable] = {
+        "onnx full": lambda v: execute(f, fe, v),
+        "onnx split": lambda v: execute(b, be, v),
+        "onnx ingraph": lambda v: execute_ingraph(b, be, v),
+        "onnx split, exits off": lambda v: execute(b, be, v, no_exit=True),
+        "onnx ingraph, exits off": lambda v: off_sess.run(None, {"x": v}),
+    }
+    if tflite:
+        bt, ft = open_backend(b, "tflite"), open_backend(f, "tflite")
+        runs.update({"tflite full": lambda v: execute(f, ft, v),
+                     "tflite split": lambda v: execute(b, bt, v),
+                     "tflite split, exits off": lambda v: execute(b, bt, v, no_exit=True)})
+        res["whole_test"]["tflite split"] = whole_split(b, bt, execute, x_all, y_all)
+    idx = balanced_indices(y_all, samples, 0)
+    load0 = os.getloadavg()
+    med, cpu = interleave(runs, x_all[idx], block)
+    res["latency"] = {"samples": len(idx), "block": block, "median_ns": med,
+                      "median_cpu_ns": cpu, "load_before": load0, "load_after": os.getloadavg()}
+    res["latency"]["p50_fraction_of_monolithic"] = {
+        k: v / med[f"{k.split()[0]} full"] for k, v in med.items()}
+    res["latency"]["cpu_p50_fraction_of_monolithic"] = {
+        k: v / cpu[f"{k.split()[0]} full"] for k, v in cpu.items()}
+    _, why = choose(b, be, x_all[idx][:60], "auto")
+    res["auto_choice"] = why
+    return res
+
+
+def probe(out: Path, tmp: Path, samples: int, block: int = 25) -> dict:
+    """ResNet-56, one exit after stage 2 (layer2.8): graph form and session settings."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from converters.ingraph import _prefixed, assemble, set_threshold
+    from device_runners.backends import ort_session
+    from edge_ee.data import balanced_indices, load_cifar10_jpeg, shared_data_dir
+    from edge_ee.exitnet import from_resnet_cifar
+    from edge_ee.exits import ExitSpec
+    from edge_ee.models.resnet_cifar import load_resnet_cifar
+    from edge_ee.pipeline import FitConfig, export, fit_exits
+    net = from_resnet_cifar(load_resnet_cifar(str(shared_data_dir() / "resnet-cifar10/resnet56.npz")))
+    train, test = load_cifar10_jpeg("train"), load_cifar10_jpeg("test")
+    fitted = fit_exits(net, train.subset(balanced_indices(train.labels, 2000, 0)),
+                       FitConfig(exit_spec=ExitSpec.parse("lda:2"), exits=(17,), max_drop=1.0),
+                       progress=False)
+    heads = [h if i == 17 else None for i, h in enumerate(fitted.heads)]
+    with torch.no_grad():
+        heads[17].set_threshold(0.5)
+    ee = export(net, heads, out / "probe-ee", test, "probe", None, overwrite=True)
+    full = export(net, heads, out / "probe-full", test, "probe-full", None, monolithic=True,
+                  overwrite=True)
+    seg = [onnx.load(str(ee / f"seg{i}.onnx")) for i in range(2)]
+    files: dict[str, Path] = {}
+    for when, thr in (("never", math.inf), ("always", -math.inf)):
+        s0 = tmp / f"probe-seg0-{when}.onnx"
+        onnx.save(set_threshold(seg[0], thr), str(s0))
+        files[f"seg0 {when}"] = s0
+        for w in ("branch", "outer"):
+            p = tmp / f"probe-if-{w}-{when}.onnx"
+            onnx.save(assemble(seg, w, [thr]), str(p))
+            files[f"if {w} {when}"] = p
+    n0, i0, _ = _prefixed(seg[0], 0, "x")
+    n1, i1, _ = _prefixed(seg[1], 1, "s0/feature")
+    flat = onnx.helper.make_graph(n0 + n1, "flat", [seg[0].graph.input[0]], [
+        onnx.helper.make_tensor_value_info("s0/exit", onnx.TensorProto.BOOL, ["b"]),
+        onnx.helper.make_tensor_value_info("s1/prediction", onnx.TensorProto.INT64, ["b"])],
+        initializer=i0 + i1)
+    fm = onnx.helper.make_model(flat, opset_imports=list(seg[0].opset_import))
+    fm.ir_version = seg[0].ir_version
+    onnx.save(fm, str(tmp / "probe-flat.onnx"))
+    ext = {"graph_optimization_level": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+    nchwc = {"disabled_optimizers": ["NchwcTransformer"]}
+    sess = {
+        "full": ort_session(full / "seg0.onnx"),
+        "full, level extended": ort_session(full / "seg0.onnx", **ext),
+        "full, NCHWc off": ort_session(full / "seg0.onnx", **nchwc),
+        "flat graph with head, no If": ort_session(tmp / "probe-flat.onnx"),
+        "seg1": ort_session(ee / "seg1.onnx"),
+        **{k: ort_session(p) for k, p in files.items()},
+        "if branch never, level extended": ort_session(files["if branch never"], **ext),
+        "if branch never, NCHWc off": ort_session(files["if branch never"], **nchwc),
+    }
+
+    def split(s0):  # the executor's work without its bookkeeping: seg0, then seg1 unless exit
+        def run(v):
+            feat, _, _, flag = s0.run(None, {"x": v})
+            if not flag[0]:
+                sess["seg1"].run(None, {"x": feat})
+        return run
+
+    def whole(s):
+        return lambda v: s.run(None, {"x": v})
+
+    runs = {k: whole(s) for k, s in sess.items() if k != "seg1" and not k.startswith("seg0")}
+    runs["split never"] = split(sess["seg0 never"])
+    runs["split always"] = split(sess["seg0 always"])
+    x = test.normalised()[balanced_indices(test.labels, samples, 0)]
+    load0 = os.getloadavg()
+    med, cpu = interleave(runs, x, block)
+    return {"samples": len(x), "block": block, "median_ns": med, "median_cpu_ns": cpu,
+            "fraction_of_full": {k: v / med["full"] for k, v in med.items()},
+            "cpu_fraction_of_full": {k: v / cpu["full"] for k, v in cpu.items()},
+            "load_before": load0, "load_after": os.getloadavg()}
+
+
+def main() -> None:
+    import torch
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="fashion,resnet56", help="comma-separated: fashion, resnet56")
+    p.add_argument("--samples", type=int, default=1000, help="class-balanced latency sample")
+    p.add_argument("--no-tflite", action="store_true", help="skip the TFLite split")
+    p.add_argument("--probe", action="store_true", help="also the one-exit ResNet-56 probe")
+    p.add_argument("--out", type=Path, default=Path("bench-out/strategies"))
+    p.add_argument("--reuse", action="store_true",
+                   help="measure the bundles a previous run left in --out (no fit, no export)")
+    p.add_argument("--block", type=int, default=25,
+                   help="samples per variant in turn (1: sample by sample)")
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    a.out.mkdir(parents=True, exist_ok=True)
+    formats = ("onnx",) if a.no_tflite else ("onnx", "tflite")
+    doc: dict = {"cores": os.cpu_count(), "load_start": os.getloadavg(), "models": {}}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        if a.probe:
+            doc["probe"] = probe(a.out, tmp, a.samples, a.block)
+            print(json.dumps(doc["probe"], indent=1), flush=True)
+        builders = {"fashion": build_fashion, "resnet56": build_resnet56}
+        for name in filter(None, a.models.split(",")):
+            _, _, ee, full, test = builders[name](a.out, formats, a.reuse)
+            doc["models"][name] = measure_model(name, ee, full, test, a.samples, tmp,
+                                                not a.no_tflite, a.block)
+            print(json.dumps(doc["models"][name], indent=1, default=float), flush=True)
+    doc["seconds"] = time.perf_counter() - t0
+    tmpf = a.out / "bench_strategies.json.tmp"
+    tmpf.write_text(json.dumps(doc, indent=1, default=float))
+    tmpf.replace(a.out / "bench_strategies.json")
+    for name, r in doc["models"].items():
+        fr, w = r["latency"]["p50_fraction_of_monolithic"], r["whole_test"]
+        cf = r["latency"]["cpu_p50_fraction_of_monolithic"]
+        print(f"\n{name}: full accuracy {w['full_accuracy']:.4f}; load "
+              f"{r['latency']['load_before'][0]:.1f} -> {r['latency']['load_after'][0]:.1f}\n"
+              "| strategy | accuracy | FLOPs fraction | p50 fraction wall (CPU) | "
+              "exits-off overhead wall (CPU) |\n|---|---|---|---|---|")
+        for label, key, off in (("onnx split", "split", "onnx split, exits off"),
+                                ("onnx ingraph", "ingraph", "onnx ingraph, exits off"),
+                                ("tflite split", "tflite split", "tflite split, exits off")):
+            if key in w:
+                print(f"| {label} | {w[key]['accuracy']:.4f} | {w[key]['flops_fraction']:.3f} | "
+                      f"{fr[label]:.3f} ({cf[label]:.3f}) | {fr[off]:.3f} ({cf[off]:.3f}) |")
+        print(f"auto chooses {r['auto_choice']['name']} "
+              f"({r['auto_choice'].get('measured_median_ns')})")
+    print(f"{doc['seconds']:.0f} s; wrote {a.out / 'bench_strategies.json'}")
+
+
+if __name__ == "__main__":
+    main()
