@@ -43,6 +43,7 @@ class LMBuildConfig:
     min_agreement: float = 0.96
     golden_prompt_tokens: int = 6
     new_tokens: int = 64
+    exit_policy: str = "calm"
     monolithic: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -93,6 +94,7 @@ def build_lm_bundle(cfg: LMBuildConfig) -> tuple[Path, dict]:
     if cfg.monolithic:
         path = write_lm_bundle(m, src.pieces, (), [], [], cfg.out, prompts, name=f"{src.name}-full",
                                options=LMBundleOptions(default_new_tokens=cfg.new_tokens,
+                                                       exit_policy=cfg.exit_policy,
                                                        overwrite=cfg.overwrite))
         return path, info
     exits = check_exits(m, cfg.exits)
@@ -113,5 +115,6 @@ def build_lm_bundle(cfg: LMBuildConfig) -> tuple[Path, dict]:
     path = write_lm_bundle(m, src.pieces, exits, hw, [min(t, 1.0) for t in thresholds], cfg.out,
                            prompts, name=f"{src.name}-ee", extra=extra,
                            options=LMBundleOptions(default_new_tokens=cfg.new_tokens,
+                                                   exit_policy=cfg.exit_policy,
                                                    overwrite=cfg.overwrite))
     return path, info
