@@ -23,7 +23,8 @@ os.environ.setdefault("EDGE_EE_DATA", str(SHARED_DATA))
 
 # fixtures that build bundles (fit + export + validation: 15 s to minutes): every test
 # that uses one, directly or through another fixture, is `slow`
-SLOW_FIXTURES = {"fashion_bundle", "all_formats_bundle", "int8_bundle", "bundles", "trained"}
+SLOW_FIXTURES = {"fashion_bundle", "all_formats_bundle", "int8_bundle", "bundles", "trained",
+                 "lm_bundle"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
