@@ -176,3 +176,14 @@ def test_bundle_decodes_on_onnxruntime_like_torch(lm_bundle: Path, stories, tmp_
 def test_cli_rejects_an_exit_after_a_missing_block(tmp_path: Path) -> None:
     r = _cli("edge_ee.cli", "lm", "build", "--exits", "7", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "has 5 blocks" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verify_policy_replay_counts_drafts_verifications_and_waste() -> None:
+    from edge_ee.lm.build import verify_time_per_token
+    conf = np.array([0.9, 0.9, 0.1, 0.9, 0.1])
+    ok = np.ones(5, bool)
+    # draft, draft, verify (draft + rest), draft, verify: 1 + 1 + 3 + 1 + 3
+    assert verify_time_per_token(conf, ok, 0.5, 1.0, 2.0) == pytest.approx(9 / 5)
+    ok[0] = False  # the first draft is wrong: found at position 2, decoding resumes at 1
+    assert verify_time_per_token(conf, ok, 0.5, 1.0, 2.0) == pytest.approx(13 / 5)
+    assert verify_time_per_token(conf, ok, 1.0, 1.0, 2.0) == pytest.approx(3.0)  # no drafts
