@@ -158,7 +158,8 @@ class NextTokenAccuracy(Accuracy):
         for nm, x in zip(names, sums, strict=True):
             speed = (x["tokens_per_s"] / base["tokens_per_s"]
                      if x["tokens_per_s"] and base["tokens_per_s"] else None)
-            policy = "none (--no-exit)" if x["no_exit"] else x["exit_policy"]
+            policy = ("none (--no-exit)" if x["no_exit"] else "none (monolithic)"
+                      if x["variant"] == "monolithic" else x["exit_policy"])
             rows.append([nm, policy, x["samples"], x["tokens_per_s"], speed,
                          agreement_to_divergence(base["sequences"], x["sequences"]),
                          x["rejected_drafts"],
