@@ -5,9 +5,11 @@
    of tinyshakespeare), beside the thesis' OPT-125m 0.24 / 0.05 / 0;
 2. training curves (accuracy and loss vs Adam steps) in both settings for random, copy,
    class-aware (raw W·R+η), class-aware with a fitted logit scale and the mix → CSV + PNG;
-3. device decoding: early-exit bundle vs the same bundle at full depth (--no-exit) vs the
-   monolithic bundle, run by edge-ee-run on onnxruntime: tokens/s, exit rate per exit,
-   next-token agreement with full-depth decoding (torch, teacher-forced on the EE output).
+3. device decoding, run by edge-ee-run on onnxruntime through the one executor: the
+   early-exit bundle (exit policy calm, thresholds for --min-agreement), a verify-policy
+   bundle (exits draft, the last segment verifies; --verify-exits), the early-exit bundle
+   at full depth (--no-exit) and the monolithic bundle: tokens/s, exit rate per exit,
+   next-token agreement with full-depth decoding (torch, teacher-forced on each output).
 
   PYTHONPATH=. nice -n 10 python benchmarks/bench_lm.py --parts zero,curves,device --out bench-lm
 """
@@ -114,15 +116,21 @@ def _run(module: str, *args: str) -> None:
 
 
 def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: int,
-           min_agreement: float, rounds: int = 3, reuse: bool = False) -> dict:
-    """Runs alternate (early-exit, no-exit, monolithic) for `rounds` rounds, so a shared
-    machine's load drifts hit all three alike; tokens/s is the median over rounds."""
+           min_agreement: float, rounds: int = 3, reuse: bool = False,
+           verify_exits: str = "1") -> dict:
+    """Runs alternate (calm, verify, no-exit, monolithic) for `rounds` rounds, so a shared
+    machine's load drifts hit all alike; tokens/s is the median over rounds. Agreement:
+    torch's full-depth model teacher-forced on each run's own output (the share of
+    generated tokens that full depth would also have chosen after the same prefix)."""
     from edge_ee.lm.sources import load_source
     src = load_source(model_name)
     m = src.model
     if not (reuse and (out / "ee" / "manifest.json").is_file()):
         _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", exits, "--out",
              str(out / "ee"), "--overwrite", "--min-agreement", str(min_agreement))
+    if not (reuse and (out / "ee-verify" / "manifest.json").is_file()):
+        _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", verify_exits,
+             "--out", str(out / "ee-verify"), "--overwrite", "--exit-policy", "verify")
     if not (reuse and (out / "full" / "manifest.json").is_file()):
         _run("edge_ee.cli", "lm", "build", "--model", model_name, "--monolithic", "--out",
              str(out / "full"), "--overwrite")
@@ -133,31 +141,40 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     res = {}
     common = ["--input", str(out / "prompts.npz"), "--quiet", "--idle-s", "0",
               "--power-source", "null", "--profile", "none", "--warmup-runs", "2"]
-    runs = (("early-exit", "ee", []), ("same segments, no exit", "ee", ["--no-exit"]),
+    runs = (("early-exit calm", "ee", ["--decoding", "calm"]),
+            ("early-exit verify", "ee-verify", ["--decoding", "verify"]),
+            ("same segments, no exit", "ee", ["--no-exit"]),
             ("monolithic", "full", []))
     speeds: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    loads = []
     for rnd in range(rounds):
+        loads.append(os.getloadavg()[0])
         for name, bundle, extra in runs:
             f = out / f"{name.replace(' ', '_').replace(',', '')}-{rnd}.json"
             _run("device_runners.cli", str(out / bundle), "--out", str(f), *common, *extra)
             r = json.loads(f.read_text())
             s = r["samples"]
-            speeds[name].append(sum(len(v) for v in s["step_ns"])
-                                / (sum(sum(v) for v in s["step_ns"]) / 1e9))
+            pos = np.asarray(s["position"])
+            lat = np.asarray(s["latency_ns"], np.float64)[pos > 0]
+            speeds[name].append(len(lat) / (lat.sum() / 1e9))
             if rnd:
                 continue
             nseg = len(json.loads((out / bundle / "manifest.json").read_text())["segments"])
-            exits_all = np.concatenate([np.asarray(e[1:]) for e in s["exits"]])
+            exits_all = np.asarray(s["exit"])[pos > 0]
+            seqs: dict[int, list[int]] = {}
+            for p, t in zip(s["prompt"], s["prediction"], strict=True):
+                seqs.setdefault(p, []).append(t)
             agree, n = 0, 0
             with torch.no_grad():
-                for p, toks in zip(s["prompt"], s["tokens"], strict=True):
+                for p, toks in seqs.items():
                     seq = torch.tensor([list(prompts[p]) + toks])
                     pred = m(seq)[0, len(prompts[p]) - 1:-1].argmax(-1)
                     agree += int((pred == seq[0, len(prompts[p]):]).sum())
                     n += len(toks)
-            res[name] = {"steps": sum(len(v) for v in s["step_ns"]),
+            res[name] = {"tokens": len(s["prediction"]),
                          "exit_rate": (np.bincount(exits_all, minlength=nseg)
                                        / len(exits_all)).tolist(),
+                         "rejected_drafts": r.get("rejected_drafts", 0),
                          "agreement_with_full_depth": agree / n}
     for name in speeds:
         res[name]["tokens_per_s_rounds"] = speeds[name]
@@ -168,6 +185,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
         res[name]["speedup_vs_no_exit"] = res[name]["tokens_per_s"] / base_seg
         res[name]["speedup_vs_monolithic"] = res[name]["tokens_per_s"] / base_mono
         print(name, res[name], flush=True)
+    res["load_average_1min_per_round"] = loads
     return res
 
 
@@ -182,6 +200,7 @@ def main() -> None:
     ap.add_argument("--device-exits", default="2")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--verify-exits", default="1", help="exits of the verify-policy bundle")
     ap.add_argument("--min-agreement", type=float, default=0.97)
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles already built in --out")
@@ -209,7 +228,7 @@ def main() -> None:
         if "device" in parts:
             summary[f"{model}/device"] = device(model, a.out / model, a.device_exits, a.prompts,
                                                 a.new_tokens, a.min_agreement, a.rounds,
-                                                a.reuse)
+                                                a.reuse, a.verify_exits)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from device_runners import argtypes as at
 from device_runners.backends import BACKENDS, open_backend
-from device_runners.decode import is_language_model, run_language_model
+from device_runners.decode import POLICIES, is_language_model, load_prompts
 from device_runners.errors import BundleError, EdgeEEError
 from device_runners.golden import self_check
 from device_runners.inputs import load_input
@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(bundles that carry it); auto: the faster of the two measured at start")
     p.add_argument("--no-exit", action="store_true",
                    help="ignore exit flags: every sample runs every segment (split overhead)")
+    p.add_argument("--decoding", choices=POLICIES, default=None,
+                   help="language models: calm (an exit's token is final, the skipped layers' "
+                        "KV copied from its state) or verify (exits draft, the last segment "
+                        "verifies: output = full depth); default: the bundle's exit_policy")
+    p.add_argument("--new-tokens", type=at.integer(1, 1 << 20), default=None,
+                   help="language models: tokens to generate per prompt (default: the input "
+                        "file's max_new_tokens, else the bundle's default_new_tokens)")
     p.add_argument("--min-runs", type=at.integer(0, 10**10), default=0,
                    help="repeat passes over the inputs until at least this many samples ran")
     p.add_argument("--min-duration-s", type=at.number(0, 30 * 86400), default=0.0,
@@ -206,14 +213,20 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
         power_period_ms=args.power_period_ms, idle_s=args.idle_s, meter_csv=args.meter_csv,
         meter_clock_offset_ms=args.meter_clock_offset_ms, pin_cores=args.pin_cores,
         max_runs=args.max_runs, max_duration_s=args.max_duration_s)
-    if is_language_model(bundle):  # token-by-token decoding: device_runners/decode.py
-        code = run_language_model(args, bundle, t_init, cfg,
-                                  lambda n: _Progress(n, args.quiet), log)
-        return sig.exit_code() if code == 130 else code
+    lm = is_language_model(bundle)
+    if lm and args.decoding:  # a runtime choice: the manifest (and its sha256) stay as read
+        bundle.manifest["language_model"]["exit_policy"] = args.decoding
     backend = open_backend(bundle, args.backend, args.threads)
     init_ns = time.perf_counter_ns() - t_init
     check = None if args.skip_self_check else self_check(bundle, backend)
-    x, y, dropped = load_input(bundle, args.input, args.limit)
+    if lm:  # rows: the prompt, then a −1 slot per token to generate (one unit per position)
+        x, y = load_prompts(bundle, args.input, args.limit, args.new_tokens)
+        if y is not None:
+            from device_runners.recorders import recorder_for
+            y = recorder_for(bundle).check_labels(bundle, y, len(x))
+        dropped = {"count": 0, "indices": []}
+    else:
+        x, y, dropped = load_input(bundle, args.input, args.limit)
     if dropped["count"]:
         log(f"warning: {dropped['count']} input samples hold NaN/inf and are not run "
             f"(recorded under protocol.nonfinite_inputs)")
@@ -236,6 +249,9 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
                 "max_runs": args.max_runs, "max_duration_s": args.max_duration_s,
                 "pin_cores": cfg.pin_cores, "input": str(args.input) if args.input else "golden",
                 "labels": y is not None, "units": len(x), "nonfinite_inputs": dropped}
+    if lm:
+        protocol.update(exit_policy=bundle.manifest["language_model"].get("exit_policy", "calm"),
+                        new_tokens=int((x[0] < 0).sum()) if len(x) else 0)
     results = results_document(bundle, backend, args.threads, protocol, init_ns, check, run,
                                task=None if task == "classification" else task)
     results["bundle"]["signature"] = signature
@@ -245,7 +261,8 @@ def _run(args: argparse.Namespace, sig: _Signals) -> int:
     write_results(args.out, results, spool=spool)
     if not args.quiet:
         n = len(spool)
-        print(f"wrote {args.out} ({n} {'images' if task == 'segmentation' else 'samples'}"
+        unit = {"segmentation": "images", "language-model": "generated tokens"}.get(task, "samples")
+        print(f"wrote {args.out} ({n} {unit}"
               f"{'' if run['complete'] else ', INCOMPLETE: interrupted by ' + sig.name()})",
               file=sys.stderr)
     return 0 if run["complete"] else sig.exit_code()

@@ -19,6 +19,10 @@ and only the `ActiveSet` strategy differs:
   `extra["token_logits"]` (B, tokens, K).
 
 `no_exit` ignores exit decisions (every unit runs to the end: the split overhead).
+* `position` (`device_runners.decode.SequencePositions`): a unit is a sequence position of
+  a language model, decoded one after another; the active set carries the KV cache
+  between `execute` calls (one per decoding step) and drives them itself.
+
 Adding a granularity is one `ActiveSet` subclass registered in `ACTIVE_SETS`.
 """
 
@@ -64,9 +68,17 @@ class ActiveSet:
     """The units of one `execute` call that are still running, and what they feed."""
 
     granularity: ClassVar[str] = ""
+    sequential: ClassVar[bool] = False  # units arrive one after another (`drive`)
+    first: int = 0  # the segment a call starts at
 
     def __init__(self, bundle: Bundle, x: np.ndarray) -> None:
         self.bundle, self.x = bundle, x
+
+    @classmethod
+    def drive(cls, bundle: Bundle, backend: Backend, x: np.ndarray, no_exit: bool,
+              clock: Any) -> Outcome:
+        """One input of a sequential granularity: `execute` per step with one active set."""
+        raise NotImplementedError
 
     @property
     def count(self) -> int:
@@ -203,12 +215,21 @@ def granularity(bundle: Bundle) -> str:
 
 
 def execute(bundle: Bundle, backend: Backend, x: np.ndarray, no_exit: bool = False,
-            clock: Any = time.perf_counter_ns) -> Outcome:
-    """Run the units of `x` through the segments until each has stopped."""
-    units = ACTIVE_SETS[granularity(bundle)](bundle, x)
+            clock: Any = time.perf_counter_ns, units: ActiveSet | None = None) -> Outcome:
+    """Run the units of `x` through the segments until each has stopped.
+
+    `units`: an active set that carries state from one call to the next (sequence
+    positions: the KV cache); it starts at its segment `first`. Without it, a granularity
+    whose units arrive one after another (`sequential`) drives `execute` once per step
+    itself (`ActiveSet.drive`), and any other gets a fresh active set for `x`."""
+    if units is None:
+        cls = ACTIVE_SETS[granularity(bundle)]
+        if cls.sequential:
+            return cls.drive(bundle, backend, x, no_exit, clock)
+        units = cls(bundle, x)
     last = len(bundle.segments) - 1
     latency, active = [], []
-    for seg in bundle.segments:
+    for seg in bundle.segments[units.first:]:
         i = seg["index"]
         active.append(units.count)
         feeds = units.feeds(seg)

@@ -13,6 +13,12 @@ Golden key layout (one per granularity, written by `converters.bundle`):
 * `sample`: `input` (N, ...) and `{prefix}seg{i}/{output}`; segment i > 0 is fed
   `{prefix}seg{i-1}/feature`. Formats other than ONNX fp32 (int8) may carry their own
   outputs and tolerances under `golden.formats[format]` with a key prefix.
+* `position` (language models): `input` (N, L + n) prompts then −1 slots, and per prompt
+  n and mode (each exit policy, `calm` and `verify`, and `full` = no exits)
+  `p{n}/{mode}/tokens|exits|margin`: decoding with the bundle's policy and at full depth
+  through `execute` must give the same tokens and exits up to the first position where
+  torch's confidence came within `confidence_atol` of a threshold (a flip there changes
+  every later position).
 * `token`: `input` (N, ...) and per input n `img{n}/seg{i}/{output}`, `img{n}/seg{i}/idx`
   (the running tokens torch fed segment i), plus the end-to-end `img{n}/token_exit` and
   `img{n}/prediction`, which `execute` must reproduce to `min_exit_agreement` /
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from device_runners.backends import Backend
+from device_runners.decode import decode
 from device_runners.errors import SelfCheckError
 from device_runners.executor import execute, granularity, token_positions
 from device_runners.manifest import Bundle
@@ -40,6 +47,8 @@ def self_check(bundle: Bundle, backend: Backend) -> dict[str, Any]:
     """Raise `SelfCheckError` unless this runtime reproduces the golden outputs."""
     golden = bundle.golden()
     tol = _tolerances(bundle, backend)
+    if granularity(bundle) == "position":
+        return _position_check(bundle, backend, golden, tol)
     cases = (_sample_cases if granularity(bundle) == "sample" else _token_cases)(
         bundle, golden, tol)
     worst = 0.0
@@ -155,3 +164,29 @@ def _token_agreement(bundle: Bundle, backend: Backend, g: dict[str, np.ndarray],
                 f"{pix_agree:.4f} (min {min_pix}) with torch; this runtime does not reproduce the "
                 "bundle — re-export or use another runtime")
     return {"exit_agreement": exit_agree, "pixel_agreement": pix_agree}
+
+
+def _position_check(bundle: Bundle, backend: Backend, g: dict[str, np.ndarray],
+                    tol: dict[str, Any]) -> dict[str, Any]:
+    """Golden prompts decoded through the executor: tokens and exits as torch's."""
+    n_new = int(bundle.manifest["golden"]["new_tokens"])
+    compared = 0
+    policy = bundle.manifest["language_model"].get("exit_policy", "calm")
+    for i, prompt in enumerate(g["prompts"]):
+        for mode in (policy, "full"):
+            d = decode(bundle, backend, prompt, n_new, mode == "full")
+            key = f"p{i}/{mode}"
+            near = np.flatnonzero(g[f"{key}/margin"] <= tol["confidence_atol"])
+            upto = int(near[0]) + 1 if len(near) else n_new  # the near position may flip
+            got = np.stack((d.prediction, d.exit))[:, :upto]
+            want = np.stack((g[f"{key}/tokens"], g[f"{key}/exits"]))[:, :upto]
+            bad = np.flatnonzero((got != want).any(0))
+            if len(bad) and (not len(near) or bad[0] < upto - 1):
+                raise SelfCheckError(
+                    f"golden prompt {i} ({mode}): token or exit at new position {bad[0]} differs "
+                    f"from torch's (got {got[0, :8].tolist()}…, want {want[0, :8].tolist()}…) "
+                    f"away from the thresholds; this runtime ({backend.version()}) does not "
+                    "reproduce the bundle — check the onnxruntime version or re-export")
+            compared += upto
+    return {"passed": True, "samples": len(g["prompts"]), "new_tokens": n_new,
+            "compared_positions": compared, "confidence_atol": tol["confidence_atol"]}

@@ -13,6 +13,7 @@ The host's `edge-ee report` computes everything else from them.
   `latency_ns`, `segment_latency_ns`, `assemble_latency_ns`; in batch mode one
   `batches` record per batch (size, running tokens per segment, segment and assemble
   latency). `exit_maps` keeps the token exit map of the first images for overlays.
+* `language-model` (sequence positions): one row per generated token (`PositionRecorder`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from device_runners import inputs
+from device_runners import decode, inputs
 from device_runners.errors import InputSpecError
 from device_runners.executor import Outcome
 from device_runners.manifest import Bundle
@@ -106,6 +107,44 @@ class SampleRecorder(Recorder):
         if self.batches is not None:
             s.pop("segment_latency_ns", None)
         return s
+
+
+@register_recorder
+class PositionRecorder(Recorder):
+    """Language models: one row per generated token (`position` 0 is the prefill's
+    token, its latency the prefill's), with the exit that decided it, the token as
+    `prediction`, its confidence, the label when reference continuations are given, and
+    the decoding step's latency (a rolled-back draft's time goes to its correction)."""
+
+    tasks = (decode.TASK,)  # importing decode registers the `position` active set
+    fields = ("prompt", "position", "pass", "exit", "prediction", "confidence", "label",
+              "latency_ns", "segment_latency_ns")
+
+    @classmethod
+    def check_labels(cls, bundle: Bundle, y: np.ndarray, count: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 2 or len(y) != count or not np.issubdtype(y.dtype, np.integer):
+            raise InputSpecError(f"labels must be int (N, new tokens) reference continuations "
+                                 f"for the {count} prompts, got {y.dtype} {y.shape}")
+        v = len(bundle.manifest["classes"])
+        if y.size and (y.min() < 0 or y.max() >= v):
+            raise InputSpecError(f"label token ids must be in 0..{v - 1}; encode them with the "
+                                 "model's own tokenizer")
+        return y.astype(np.int64)
+
+    def add(self, out: Outcome, start: int, pass_index: int) -> None:
+        lat, seg_lat = out.extra["latency_ns"], out.extra["segment_latency_ns"]
+        for j in range(len(out.exit)):
+            label = None
+            if self.labels is not None and j < self.labels.shape[1]:
+                label = int(self.labels[start, j])
+            self.emit({"prompt": start, "position": j, "pass": pass_index,
+                       "exit": int(out.exit[j]), "prediction": int(out.prediction[j]),
+                       "confidence": float(out.confidence[j]), "label": label,
+                       "latency_ns": int(lat[j]), "segment_latency_ns": seg_lat[j]})
+        self.extra["rejected_drafts"] = self.extra.get("rejected_drafts", 0) + int(
+            out.extra.get("rejected_drafts", 0))
+        self.extra["exit_policy"] = out.extra.get("policy")
 
 
 EXIT_MAP_IMAGES = 8

@@ -78,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     b.add_argument("--sequence-length", type=int, default=256)
     b.add_argument("--min-agreement", type=float, default=0.96)
     b.add_argument("--new-tokens", type=int, default=64, help="default tokens per prompt on the device")
+    b.add_argument("--exit-policy", choices=("calm", "verify"), default="calm",
+                   help="the device's default: calm (an exit's token is final) or verify "
+                        "(exits draft, the last segment verifies: output = full depth)")
     b.add_argument("--monolithic", action="store_true")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--seed", type=int, default=0)
@@ -125,7 +128,8 @@ def cmd_lm(a: argparse.Namespace) -> int:
                             init=a.init, logit_scale=a.logit_scale, train_steps=a.train_steps,
                             lr=a.lr, stats_sequences=a.stats_sequences,
                             sequence_length=a.sequence_length, min_agreement=a.min_agreement,
-                            new_tokens=a.new_tokens, monolithic=a.monolithic,
+                            new_tokens=a.new_tokens, exit_policy=a.exit_policy,
+                            monolithic=a.monolithic,
                             overwrite=a.overwrite, seed=a.seed)
         path, info = build_lm_bundle(bcfg)
         print(f"wrote {path}" + (f"; thresholds {info['thresholds']}" if "thresholds" in info else ""))

@@ -31,7 +31,7 @@ def _boundary_cache(tmp_path_factory) -> None:
 # fixtures that build bundles (fit + export + validation: 15 s to minutes): every test
 # that uses one, directly or through another fixture, is `slow`
 SLOW_FIXTURES = {"fashion_bundle", "all_formats_bundle", "int8_bundle", "bundles", "trained",
-                 "seg_formats_bundle", "small_seg_bundle"}
+                 "seg_formats_bundle", "small_seg_bundle", "lm_bundle"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

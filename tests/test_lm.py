@@ -125,40 +125,65 @@ def lm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bundle_decodes_on_onnxruntime_like_torch(lm_bundle: Path, stories, tmp_path: Path) -> None:
     from device_runners.backends import open_backend
     from device_runners.decode import decode
+    from device_runners.executor import ACTIVE_SETS, execute
     from device_runners.manifest import load_bundle
     m, tok = stories
     b = load_bundle(lm_bundle)
     man = b.manifest
-    assert man["model"]["task"] == "language-model" and man["model"]["granularity"] == "token"
+    assert man["model"]["task"] == "language-model" and man["model"]["granularity"] == "position"
+    assert ACTIVE_SETS["position"].sequential  # a granularity of the one executor loop
     assert len(man["classes"]) == 512 and [s["blocks"] for s in man["segments"]] == [[0, 2], [2, 5]]
-    assert man["self_check"]["passed"]
+    assert man["self_check"]["passed"] and man["self_check"]["compared_positions"] > 0
     be = open_backend(b)
+    greedy = m.generate([tok.bos], 40)[1:]
     full = decode(b, be, [tok.bos], 40, no_exit=True)
-    assert full.tokens == m.generate([tok.bos], 40)[1:]  # KV-cache graphs = torch greedy
-    ee = decode(b, be, [tok.bos], 40)
-    assert set(ee.exits) <= {0, 1} and len(ee.tokens) == 40
+    assert full.prediction.tolist() == greedy  # KV-cache graphs = torch greedy
+    assert set(full.exit.tolist()) == {1}
+    ee = decode(b, be, [tok.bos], 40, policy="calm")
+    assert set(ee.exit.tolist()) <= {0, 1} and len(ee.prediction) == 40 and (ee.exit == 0).any()
+    # verify: exits draft, the last segment checks them; the output is full depth exactly
+    ver = decode(b, be, [tok.bos], 40, policy="verify")
+    assert ver.prediction.tolist() == greedy and (ver.exit == 0).any()
+    # one input row through `execute` itself: the prompt, then −1 slots to generate
+    row = np.asarray([[tok.bos] + [-1] * 40])
+    assert execute(b, be, row, no_exit=True).prediction.tolist() == greedy
     with pytest.raises(InputSpecError, match="exceed the context of 512"):
         decode(b, be, np.ones(500, np.int64), 20)
-    out = tmp_path / "r.json"
-    r = _cli("device_runners.cli", str(lm_bundle), "--out", str(out), "--quiet",
-             "--idle-s", "0", "--warmup-runs", "1", "--profile", "none", "--power-source", "null")
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads(out.read_text())
+    common = ("--quiet", "--idle-s", "0", "--warmup-runs", "1", "--profile", "none",
+              "--power-source", "null")
+    runs = {"full": ["--no-exit"], "calm": ["--decoding", "calm"],
+            "verify": ["--decoding", "verify"]}
+    for name, extra in runs.items():
+        r = _cli("device_runners.cli", str(lm_bundle), "--out", str(tmp_path / f"{name}.json"),
+                 *common, *extra)
+        assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "calm.json").read_text())
     assert res["task"] == "language-model" and res["self_check"]["passed"]
-    assert len(res["samples"]["tokens"]) == 2 and all(len(t) == 24 for t in res["samples"]["tokens"])
-    full = tmp_path / "full.json"
-    r = _cli("device_runners.cli", str(lm_bundle), "--out", str(full), "--quiet", "--no-exit",
-             "--idle-s", "0", "--warmup-runs", "1", "--profile", "none", "--power-source", "null")
-    assert r.returncode == 0, r.stderr[-2000:]
+    s = res["samples"]
+    assert len(s["prediction"]) == 2 * 24 and sorted(set(s["position"])) == list(range(24))
     from device_runners.results import load_results
     from edge_ee.report import summarize, write_report
-    sums = [summarize(load_results(f), b) for f in (full, out)]
-    assert sums[0]["exit_rate"] == [0.0, 1.0] and sums[0]["tokens_per_s"] > 0
-    assert sum(sums[1]["exit_rate"]) == pytest.approx(1.0)
-    md = write_report(sums, ["full", "ee"], tmp_path / "rep").read_text()
-    assert "tokens/s" in md and "| full | 46 |" in md
+    sums = [summarize(load_results(tmp_path / f"{n}.json"), b) for n in runs]
+    assert sums[0]["exit_fractions"] == [0.0, 1.0] and sums[0]["tokens_per_s"] > 0
+    assert sum(sums[1]["exit_fractions"]) == pytest.approx(1.0)
+    assert sums[2]["sequences"] == sums[0]["sequences"]  # verify = full depth, token for token
+    assert sums[2]["exit_fractions"][0] > 0
+    md = write_report(sums, list(runs), tmp_path / "rep").read_text()
+    assert "Token-by-token decoding" in md and "| full | none (--no-exit) | 48 |" in md
+    assert "| verify | verify | 48 |" in md
 
 
 def test_cli_rejects_an_exit_after_a_missing_block(tmp_path: Path) -> None:
     r = _cli("edge_ee.cli", "lm", "build", "--exits", "7", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "has 5 blocks" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verify_policy_replay_counts_drafts_verifications_and_waste() -> None:
+    from edge_ee.lm.build import verify_time_per_token
+    conf = np.array([0.9, 0.9, 0.1, 0.9, 0.1])
+    ok = np.ones(5, bool)
+    # draft, draft, verify (draft + rest), draft, verify: 1 + 1 + 3 + 1 + 3
+    assert verify_time_per_token(conf, ok, 0.5, 1.0, 2.0) == pytest.approx(9 / 5)
+    ok[0] = False  # the first draft is wrong: found at position 2, decoding resumes at 1
+    assert verify_time_per_token(conf, ok, 0.5, 1.0, 2.0) == pytest.approx(13 / 5)
+    assert verify_time_per_token(conf, ok, 1.0, 1.0, 2.0) == pytest.approx(3.0)  # no drafts

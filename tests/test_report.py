@@ -305,8 +305,8 @@ def test_metric_registry_picks_by_task_and_refuses_unknown():
     assert metric_for({"model": {"task": "clustering"}}).name == "accuracy"
     assert metric_for({"model": {}}).name == "accuracy"
     assert metric_for({"model": {"task": "segmentation"}}).name == "miou"
-    lm = metric_for({"model": {"task": "language_model"}})
-    assert (lm.name, lm.granularity, lm.unit) == ("next_token_accuracy", "token", "token")
+    lm = metric_for({"model": {"task": "language-model"}})  # the task LM bundles write
+    assert (lm.name, lm.granularity, lm.unit) == ("next_token_accuracy", "position", "token")
     assert metric_for({"model": {"task": "segmentation", "task_metric": "accuracy"}}).name == \
         "accuracy"
     with pytest.raises(ResultsError, match="no report metric for task 'speech'"):

@@ -8,6 +8,7 @@ spec (`torch.export.Dim`), and checks the model with onnx. The exporter's own ch
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def export_graph(module: nn.Module, args: Sequence[torch.Tensor], path: Path,
                 reps[ax] = 2
                 args[i] = args[i].repeat(*reps)
         shapes.append({ax: dims.setdefault(d.name, _dim(d)) for ax, d in axes.items()} or None)
-    dyn = tuple(shapes) if any(s is not None for s in shapes) else None
+    dyn = _by_signature(module, shapes) if any(s is not None for s in shapes) else None
     try:
         with quiet(ONNX_LOGGERS), torch.no_grad():
             torch.onnx.export(module, tuple(args), str(path), dynamo=True, external_data=False,
@@ -61,6 +62,16 @@ def export_graph(module: nn.Module, args: Sequence[torch.Tensor], path: Path,
             f"ONNX export of {type(module).__name__} failed: {err}; "
             "check that the segment uses only exportable ops") from err
     return path
+
+
+def _by_signature(module: nn.Module, shapes: list) -> tuple:
+    """Per-input dynamic shapes grouped like `forward`'s parameters: the inputs a
+    `*args` parameter takes form one tuple (torch.export matches the signature)."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    if params and params[-1].kind is inspect.Parameter.VAR_POSITIONAL:
+        n = len(params) - 1
+        return (*shapes[:n], tuple(shapes[n:]))
+    return tuple(shapes)
 
 
 def export_spec(spec: SegmentSpec, path: Path) -> Path:

@@ -167,9 +167,11 @@ class DecoderLM(nn.Module):
 
     @torch.no_grad()
     def sample(self, batch: int, length: int, temperature: float = 1.0, seed: int = 0,
-               start: int = 1) -> torch.Tensor:
+               start: int = 1, greedy_from: int | None = None) -> torch.Tensor:
         """`batch` sequences of `length` tokens sampled from the model itself (data-free
-        statistics), starting from token `start` (BOS); incremental with a KV cache."""
+        statistics), starting from token `start` (BOS); incremental with a KV cache. From
+        position `greedy_from` on, the argmax is taken (greedy continuations of sampled
+        prefixes: what greedy decoding on the device meets)."""
         if length > self.config.seq_len:
             raise ModelError(f"length {length} exceeds the context of {self.config.seq_len}")
         g = torch.Generator().manual_seed(seed)
@@ -186,8 +188,13 @@ class DecoderLM(nn.Module):
                 caches[i] = (k, v)
                 x = x + layer.attend(layer.query(x, pos), k, v, None)
                 x = x + layer.ffn(x)
-            p = torch.softmax(self.head(x[:, -1]) / max(temperature, 1e-6), -1)
-            toks = torch.cat((toks, torch.multinomial(p, 1, generator=g)), 1)
+            z = self.head(x[:, -1])
+            if greedy_from is not None and t + 1 >= greedy_from:
+                nxt = z.argmax(-1, keepdim=True)
+            else:
+                nxt = torch.multinomial(torch.softmax(z / max(temperature, 1e-6), -1), 1,
+                                        generator=g)
+            toks = torch.cat((toks, nxt), 1)
         return toks
 
     @torch.no_grad()

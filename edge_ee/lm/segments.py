@@ -8,29 +8,21 @@ updated by the blocks (x stays the exited hidden state at every layer), so each 
 layer computes its K,V from the copied state (CALM / LayerSkip). They ride along with the
 next token that reaches the segment, so filling them costs no extra runtime call.
 
-Outputs: `h` (1,P,D) the rows' states to pass on (copied rows unchanged) (not in the last segment), then the
-exit's `token` (1,) int64, `confidence` (1,) float32 and `exit` (1,) bool; the exit head is
-`edge_ee.exits.heads.ExitHead` (identity transform → LinearScorer → max softmax →
-threshold), reading rms_final(h) of the last row; the last segment ends with the model's
-own head (`FinalHead`).
+Outputs: `h` (1,P,D) the rows' states to pass on (copied rows unchanged; not in the last
+segment), then the exit's `token` (1,) int64, `confidence` (1,) float32 and `exit` (1,)
+bool; the exit head is `edge_ee.exits.heads.ExitHead` (identity transform → LinearScorer
+→ max softmax → threshold), reading rms_final(h) of the last row. The last segment ends
+with the model's own head (`FinalHead`) on every row — `token`, `confidence`, `exit` (P,)
+— so one call verifies the drafted tokens riding along (`device_runners.decode`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from edge_ee.errors import ExportValidationError
 from edge_ee.exits.heads import ExitHead, FeatureTransform, FinalHead, LinearScorer
 from edge_ee.lm.model import DecoderLM
-
-OPSET = 20
 
 
 def linear_exit_head(w: torch.Tensor, b: torch.Tensor, threshold: float) -> ExitHead:
@@ -87,8 +79,8 @@ class LMSegment(nn.Module):
             y = y + blk.ffn(y)
             x = y if keep is None else torch.where(keep, x, y)
         last = x[:, -1]  # (1, D)
-        if self.is_last:
-            token, conf, _ = self.final(self.norm(last))
+        if self.is_last:  # every row's next token: verifies the drafts riding along
+            token, conf, _ = self.final(self.norm(x[0]))
             return (token, conf, torch.ones_like(token, dtype=torch.bool), *new_kv)
         token, conf, flag = self.exit_head(self.norm(last))
         return (x, token, conf, flag, *new_kv)
@@ -120,33 +112,3 @@ def example_feeds(seg: LMSegment, past: int = 3, p: int = 2) -> tuple[torch.Tens
     kv = tuple(torch.randn(past, c.n_kv_heads, c.head_dim)
                for _ in range(2 * (seg.last - seg.first)))
     return lead + kv
-
-
-def export_segment(seg: LMSegment, path: Path) -> Path:
-    """Dynamo exporter, one self-contained file, opset 20, dynamic P and T."""
-    import onnx
-
-    seg.eval()
-    c = seg.c
-    p_dim = torch.export.Dim("p", min=1, max=c.seq_len)
-    t_dim = torch.export.Dim("t", min=0, max=c.seq_len)
-    names = seg.input_names()
-    args = example_feeds(seg)
-    rest: list = ([] if seg.is_first else [None])
-    rest += [{0: t_dim}] * (len(args) - 2 - len(rest))
-    dyn = ({1: p_dim}, None, tuple(rest))  # forward(x, pos, *rest)
-    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(seg, args, str(path), input_names=names,
-                              output_names=seg.output_names(), dynamo=True,
-                              external_data=False, dynamic_shapes=dyn, optimize=True,
-                              verbose=False, opset_version=OPSET)
-        onnx.checker.check_model(str(path))
-    except Exception as err:  # the exporter raises many kinds; report them as one
-        raise ExportValidationError(f"ONNX export of LM segment [{seg.first}, {seg.last}) "
-                                    f"failed: {err}; check the segment uses exportable ops") from err
-    return path

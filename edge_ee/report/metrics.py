@@ -115,16 +115,79 @@ class Accuracy(TaskMetric):
 
 @register_metric
 class NextTokenAccuracy(Accuracy):
-    """Next-token accuracy of token exits in a language model: the entry point for the LM
-    task. Each sequence position is a unit with its exit, prediction and label (the same
-    per-unit rows as sample exits), so it scores like accuracy over positions."""
+    """Token-by-token decoding of a language model: each generated position is a unit with
+    its exit, token (`prediction`) and, when reference continuations were given, label;
+    it scores like accuracy over positions (positions after a divergence from the
+    reference have another prefix). The detail adds tokens/s over the decoding steps
+    (the prefill's token left out), the exit policy and rejected drafts; the extra table
+    compares every run with the baseline (the first full-depth run): speed-up and the
+    agreement of its tokens with the baseline's for the same prompts, up to each
+    prompt's first divergence."""
 
     name = "next_token_accuracy"
     label = "next-token accuracy"
-    tasks = ("language_model",)
-    granularity = "token"
+    tasks = ("language-model",)
+    granularity = "position"
     unit = "token"
     exit_unit = "tokens"
+
+    def score(self, results: dict[str, Any], bundle: Bundle) -> Scored:
+        scored = super().score(results, bundle)
+        s = results["samples"]
+        pos = np.asarray(s.get("position", []), np.int64)
+        lat = np.asarray(s.get("latency_ns", []), np.float64)
+        steps = lat[pos > 0]
+        first = np.asarray(s.get("pass", []), np.int64) == 0
+        seqs: dict[int, list[int]] = {}
+        for p, t, f in zip(s.get("prompt", []), s.get("prediction", []), first, strict=False):
+            if f:
+                seqs.setdefault(int(p), []).append(int(t))
+        scored.detail = {
+            "tokens_per_s": float(len(steps) / (steps.sum() / 1e9)) if steps.sum() else None,
+            "prefill_latency_ns": float(np.median(lat[pos == 0])) if (pos == 0).any() else None,
+            "exit_policy": results["protocol"].get("exit_policy"),
+            "rejected_drafts": results.get("rejected_drafts"),
+            "sequences": seqs}
+        return scored
+
+    def extra_tables(self, sums: list[dict[str, Any]], names: list[str]) -> list[Any]:
+        from edge_ee.report.tables import Table
+        b = next((i for i, x in enumerate(sums) if x["no_exit"] or x["variant"] == "monolithic"), 0)
+        base = sums[b]
+        rows = []
+        for nm, x in zip(names, sums, strict=True):
+            speed = (x["tokens_per_s"] / base["tokens_per_s"]
+                     if x["tokens_per_s"] and base["tokens_per_s"] else None)
+            policy = ("none (--no-exit)" if x["no_exit"] else "none (monolithic)"
+                      if x["variant"] == "monolithic" else x["exit_policy"])
+            rows.append([nm, policy, x["samples"], x["tokens_per_s"], speed,
+                         agreement_to_divergence(base["sequences"], x["sequences"]),
+                         x["rejected_drafts"],
+                         " / ".join(f"{f:.3f}" for f in x["exit_fractions"])])
+        return [Table("lm_decoding", "Token-by-token decoding",
+                      ["run", "exit_policy", "tokens", "tokens_per_s",
+                       f"speedup_vs_{names[b]}", f"agreement_with_{names[b]}_to_divergence",
+                       "rejected_drafts", "exit_rate_per_exit"], rows,
+                      note="tokens/s over the decoding steps (the prefill's token left out); "
+                           "agreement: generated tokens equal to the baseline's for the same "
+                           "prompt, counted up to and including the first difference")]
+
+
+def agreement_to_divergence(base: dict[int, list[int]], run: dict[int, list[int]]
+                            ) -> float | None:
+    """Share of tokens equal to the baseline's, per prompt up to its first divergence
+    (the position that differs counts; later ones have another prefix)."""
+    same = total = 0
+    for p, toks in run.items():
+        ref = base.get(p, base.get(str(p)))  # str keys: read back from report.json
+        if ref is None:
+            continue
+        for a, c in zip(ref, toks, strict=False):
+            total += 1
+            if a != c:
+                break
+            same += 1
+    return same / total if total else None
 
 
 def masked_flops(tokens_per_exit: np.ndarray, cost: dict[str, Any]) -> np.ndarray:

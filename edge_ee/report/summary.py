@@ -30,9 +30,6 @@ def summarize(results: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
         raise ResultsError(
             f"results were recorded with bundle {results['bundle']['manifest_sha256'][:12]}…, "
             f"not {bundle.manifest_sha256[:12]}… ({bundle.root}); pass the bundle that was run")
-    if (bundle.manifest.get("model") or {}).get("task") == "language-model":
-        from edge_ee.report.lm import summarize_lm  # token-by-token decoding runs
-        return summarize_lm(results, bundle)
     metric = metric_for(bundle.manifest)
     scored = metric.score(results, bundle)
     m, segs, s = bundle.manifest, bundle.segments, results["samples"]

@@ -34,9 +34,6 @@ def write_tables_and_figures(out: Path, tables: list[Table],
 def write_report(summaries: list[dict[str, Any]], names: list[str], out_dir: str | Path, *,
                  html: bool = True, figures: bool = True) -> Path:
     """report.md, report.json, tables/*.csv|json, figures/*.png and report.html; returns the .md."""
-    if any(s.get("task") == "language-model" for s in summaries):
-        from edge_ee.report.lm import write_lm_report
-        return write_lm_report(summaries, names, out_dir)
     metrics = {s["metric"]["name"] for s in summaries}
     if len(metrics) > 1:
         raise ResultsError("cannot mix runs scored by different task metrics ("
