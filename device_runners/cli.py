@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(or seg-build, cluster, ...)")
     p.add_argument("--input", type=Path, default=None,
                    help=".npz with 'x' (raw uint8 NHWC or float32 model input) and optional 'y' "
-                        "labels (make one with `edge-ee samples`); default: the bundle's golden "
-                        "inputs")
+                        "labels (make one with `edge-ee samples`), or an image folder "
+                        "<class>/<image> decoded as the bundle records (needs Pillow: "
+                        "edge-ee[images]); default: the bundle's golden inputs")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
     p.add_argument("--mode", choices=("single", "batch"), default="single",
                    help="single: one sample at a time; batch: shrinking batches")
