@@ -53,6 +53,8 @@ def load_user_data(data: str | None, user: Any) -> tuple[Any, Any, tuple[int, ..
         return image_folder_splits(data, user)
     if is_factory(data):
         return dataset_factory_splits(data, user)
+    if not Path(data).exists():
+        raise DataError(f"--data {data}: no such file or folder; {NO_DATA[NO_DATA.index('an '):]}")
     if data.endswith(".npz"):
         train, test = load_npz_split("train", data), load_npz_split("test", data)
     elif data.endswith(".zip"):
