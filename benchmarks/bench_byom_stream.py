@@ -9,10 +9,11 @@
 1. **Peak RSS of `edge-ee build`** (`/usr/bin/time -f %M`, the whole process) on 10k versus
    50k training images, each run in a fresh process, with the same 1000-image class-balanced
    test folder; the model is `tiny` below (a 2-conv CNN, random weights: the data path is
-   measured, not the network). Contrast: the same builds from an in-memory `.npz`.
+   measured, not the network). `--npz-contrast`: also the same builds from an in-memory
+   `.npz`.
 2. **Wall time per image of the statistics pass versus a plain forward pass** over the same
-   loader (`edge_ee.datasets.stream` over an `ImageFolder` of a class-balanced 2000 training
-   images, decoding included in both): ResNet-20 (`examples/user_resnet.py`, shipped
+   loader (`edge_ee.datasets.stream` over an `ImageFolder` of a class-balanced
+   `--ratio-images` training images, decoding included in both): ResNet-20 (`examples/user_resnet.py`, shipped
    weights) cut at `auto:4`, E2CM and LDA (2x2 pool) exits at all four points; the three
    passes interleaved, `--reps` rounds, medians.
 Writes `results.json` with the load averages (the machine is shared: only ratios).
@@ -89,27 +90,29 @@ def peak_rss_build(data: Path, out: Path) -> dict:
             "wall_s": round(time.perf_counter() - t0, 1), "load": os.getloadavg()}
 
 
-def rss(cifar: Path, out: Path) -> dict:
+def rss(cifar: Path, out: Path, npz: bool) -> dict:
     res = {}
+    kinds = ("folder", "npz") if npz else ("folder",)
     for n in (10_000, 50_000):
         root = folders(cifar, out, n)
         res[f"folder_{n}"] = peak_rss_build(root, out / f"b-folder-{n}")
         print(n, res[f"folder_{n}"], flush=True)
-        res[f"npz_{n}"] = peak_rss_build(as_npz(root), out / f"b-npz-{n}")
-        print(n, res[f"npz_{n}"], flush=True)
-    for kind in ("folder", "npz"):
+        if npz:
+            res[f"npz_{n}"] = peak_rss_build(as_npz(root), out / f"b-npz-{n}")
+            print(n, res[f"npz_{n}"], flush=True)
+    for kind in kinds:
         res[f"{kind}_ratio_50k_over_10k"] = round(
             res[f"{kind}_50000"]["peak_rss_mib"] / res[f"{kind}_10000"]["peak_rss_mib"], 3)
     return res
 
 
-def ratio(cifar: Path, out: Path, reps: int) -> dict:
+def ratio(cifar: Path, out: Path, reps: int, images: int) -> dict:
     from edge_ee import api
     from edge_ee.datasets import ImageFolder, Preprocess, stream
     from edge_ee.exits import ExitSpec
     from edge_ee.exits.fit import fit_statistics
     torch.set_num_threads(2)
-    root = folders(cifar, out, 2000, 10)
+    root = folders(cifar, out, images, 10)
     data = ImageFolder(root / "train", Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     model, _ = api.load_model(f"{ROOT / 'examples' / 'user_resnet.py'}:resnet20",
                               str(ROOT.parent / "shared" / "data" / "resnet-cifar10" / "resnet20.npz"))
@@ -148,6 +151,9 @@ def main() -> None:
     ap.add_argument("--cifar-dir", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("bench-out/byom-stream"))
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--ratio-images", type=int, default=2000)
+    ap.add_argument("--npz-contrast", action="store_true",
+                    help="also the in-memory .npz builds of the same images")
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--skip-ratio", action="store_true")
     a = ap.parse_args()
@@ -155,10 +161,10 @@ def main() -> None:
     path = a.out / "results.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
     if not a.skip_ratio:
-        res["stats_vs_forward"] = ratio(a.cifar_dir, a.out, a.reps)
+        res["stats_vs_forward"] = ratio(a.cifar_dir, a.out, a.reps, a.ratio_images)
         path.write_text(json.dumps(res, indent=1))
     if not a.skip_rss:
-        res["peak_rss"] = rss(a.cifar_dir, a.out)
+        res["peak_rss"] = rss(a.cifar_dir, a.out, a.npz_contrast)
         path.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
 
