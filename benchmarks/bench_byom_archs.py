@@ -1,7 +1,8 @@
 """Two architectures edge-ee does not ship, brought as user files (issue 10 evidence).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_byom_archs.py --cifar-dir /tmp/cifar \
-        --out bench-out/byom --minutes 5 --train-per-class 1000
+        --out bench-out/byom --minutes 4 --train-per-class 1000 \
+        --exit-train-per-class 300 --test-per-class 100 --calib-samples 500
 
 `--cifar-dir` is the CIFAR-10 JPEG zip extracted (`train/<class>/*.jpg`, `test/<class>/*.jpg`;
 e.g. `python -c "import zipfile; zipfile.ZipFile('../shared/data/cifar10-jpeg.zip')
@@ -12,11 +13,13 @@ e.g. `python -c "import zipfile; zipfile.ZipFile('../shared/data/cifar10-jpeg.zi
    the machine is shared) on a seeded class-balanced subset of
    `--train-per-class` images per class (Adam, flips and 4-pixel shifts), on this CPU;
 2. `edge-ee inspect --auto 4` → the cut points;
-3. `edge-ee build` from the CLI on the image folder (symlinks: the training subset and the
-   whole test split) with E2CM exits, thresholds chosen on 3000 class-balanced test images
-   (`--calib-data test --calib-samples 3000`), evaluated on the other 7000;
+3. `edge-ee build` from the CLI on an image folder (symlinks: `--exit-train-per-class`
+   training and `--test-per-class` test images per class, seeded) with E2CM exits,
+   thresholds chosen on `--calib-samples` class-balanced test images (`--calib-data test`),
+   evaluated on the rest of the test folder;
 4. the same through the Python API (`edge_ee.api`) with LDA exits on a 2x2 pool;
-5. `edge-ee-run BUNDLE --input FOLDER/test` (the device decodes the JPEGs itself).
+5. `edge-ee-run BUNDLE --input FOLDER/test` (the device decodes the JPEGs itself; the
+   whole test folder, calibration images included).
 Writes `results.json` in `--out`; the load average is recorded. Figures:
 `docs/byom-evidence.md`.
 """
@@ -42,15 +45,16 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def subset_folder(cifar: Path, out: Path, per_class: int, seed: int = 0) -> Path:
-    """out/train/<class>/ (a seeded random `per_class` of each class) and out/test (all), as
-    symlinks to the extracted JPEGs."""
+def subset_folder(cifar: Path, out: Path, train_per_class: int, test_per_class: int | None,
+                  seed: int = 0) -> Path:
+    """out/train/<class>/ and out/test/<class>/: seeded random `*_per_class` images of each
+    class (all test images when None), as symlinks to the extracted JPEGs."""
     rng = np.random.default_rng(seed)
-    for split in ("train", "test"):
+    for split, per in (("train", train_per_class), ("test", test_per_class)):
         for cdir in sorted((cifar / split).iterdir()):
             files = sorted(cdir.iterdir())
-            if split == "train":
-                files = [files[i] for i in np.sort(rng.choice(len(files), per_class, False))]
+            if per is not None:
+                files = [files[i] for i in np.sort(rng.choice(len(files), per, False))]
             dst = out / split / cdir.name
             dst.mkdir(parents=True, exist_ok=True)
             for f in files:
@@ -119,11 +123,11 @@ def device_run(bundle: Path, folder: Path, out: Path) -> dict:
                   "--power-source", "null")
     s = json.loads(out.read_text())["samples"]
     pred, lab = np.asarray(s["prediction"]), np.asarray(s["label"])
-    return {"device_accuracy_all_10000": float((pred == lab).mean()), "n": len(lab),
+    return {"device_accuracy_whole_test_folder": float((pred == lab).mean()), "n": len(lab),
             "exit_histogram": np.bincount(s["exit"]).tolist(), "wall_s": round(secs, 1)}
 
 
-def api_build(arch: str, weights: Path, folder: Path, out: Path) -> dict:
+def api_build(arch: str, weights: Path, folder: Path, out: Path, n_calib: int) -> dict:
     from edge_ee import api
     from edge_ee.calib_source import balanced_subset, without
     from edge_ee.datasets import ImageFolder, Preprocess
@@ -131,7 +135,7 @@ def api_build(arch: str, weights: Path, folder: Path, out: Path) -> dict:
     net = api.cut(model, "auto:4", (3, 32, 32), f"user-{arch}")
     pre = Preprocess(MEAN, STD)
     train, test = ImageFolder(folder / "train", pre), ImageFolder(folder / "test", pre)
-    calib, _ = balanced_subset(test, 3000, 0)
+    calib, _ = balanced_subset(test, n_calib, 0)
     held, _ = without(test, calib)
     t0 = time.perf_counter()
     fitted = api.fit(net, train, api.FitConfig(exit_spec=api.ExitSpec.parse("lda:2")),
@@ -149,11 +153,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/byom"))
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--train-per-class", type=int, default=1000)
+    ap.add_argument("--exit-train-per-class", type=int, default=1000,
+                    help="training images per class for the exits' statistics")
+    ap.add_argument("--test-per-class", type=int, default=None, help="default: all 1000")
+    ap.add_argument("--calib-samples", type=int, default=3000)
     ap.add_argument("--archs", nargs="+", default=list(ARCHS))
     a = ap.parse_args()
     torch.set_num_threads(2)
     a.out.mkdir(parents=True, exist_ok=True)
-    folder = subset_folder(a.cifar_dir, a.out / "data", a.train_per_class)
+    train_folder = subset_folder(a.cifar_dir, a.out / "data", a.train_per_class, 1)
+    folder = subset_folder(a.cifar_dir, a.out / "exits-data", a.exit_train_per_class,
+                           a.test_per_class, seed=1)
     res_path = a.out / "results.json"
     results = json.loads(res_path.read_text()) if res_path.is_file() else {}
     mean, std = ",".join(map(str, MEAN)), ",".join(map(str, STD))
@@ -162,7 +172,7 @@ def main() -> None:
         weights = a.out / f"{arch}.pt"
         record = a.out / f"{arch}.train.json"  # trained weights are reused on a rerun
         if not (weights.is_file() and record.is_file()):
-            record.write_text(json.dumps(train(arch, folder, a.minutes, a.out)))
+            record.write_text(json.dumps(train(arch, train_folder, a.minutes, a.out)))
         r["train"] = json.loads(record.read_text())
         text, _ = cli("edge_ee.cli", "inspect", "--model", f"{ARCHS[arch]}:{arch}",
                       "--input-shape", "3,32,32", "--auto", "4")
@@ -173,10 +183,11 @@ def main() -> None:
         _, secs = cli("edge_ee.cli", "-q", "build", "--model", f"{ARCHS[arch]}:{arch}",
                       "--weights", str(weights), "--data", str(folder), "--cut", cuts,
                       "--mean", mean, "--std", std, "--exit", "e2cm", "--calib-data", "test",
-                      "--calib-samples", "3000", "--out", str(b), "--overwrite")
+                      "--calib-samples", str(a.calib_samples), "--out", str(b), "--overwrite")
         r["cli_e2cm"] = {**bundle_figures(b), "build_s": round(secs, 1),
                          **device_run(b, folder, a.out / f"{arch}-cli-run.json")}
-        r["api_lda"] = api_build(arch, weights, folder, a.out / f"{arch}-lda-api")
+        r["api_lda"] = api_build(arch, weights, folder, a.out / f"{arch}-lda-api",
+                                 a.calib_samples)
         r["api_lda"].update(device_run(Path(r["api_lda"]["bundle"]), folder,
                                        a.out / f"{arch}-api-run.json"))
         r["api_lda"]["full_flops"] = bundle_figures(Path(r["api_lda"]["bundle"]))["full_flops"]
