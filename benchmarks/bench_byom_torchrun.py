@@ -8,8 +8,8 @@ ResNet-20 (`examples/user_resnet.py`, shipped weights, cut at `auto:4`) over a s
 class-balanced `--images` subset of the extracted CIFAR-10 training folder, streamed from
 JPEGs (`edge_ee.datasets.ImageFolder`). One process with 2 torch threads and with 1, and
 two torchrun (gloo) processes with 1 thread each. Runs are interleaved; the statistics of
-every run are compared with the first single-process run. Start-up (imports, process group) is excluded: each worker
-times its own pass and reports the slowest rank.
+every run are compared with the first single-process run. Start-up (imports, process
+group) is excluded: each worker times its own pass and reports the slowest rank.
 """
 
 from __future__ import annotations
