@@ -142,13 +142,17 @@ class BundleSpec:
 
 
 def image_input(shape: tuple[int, ...], mean: tuple[float, ...] = (), std: tuple[float, ...] = (),
-                name: str = "x", **more: Any) -> dict[str, Any]:
+                name: str = "x", raw_geometry: dict[str, Any] | None = None,
+                **more: Any) -> dict[str, Any]:
     """An NCHW float32 input section; with `mean`/`std` also the raw uint8 NHWC image spec
-    the device normalises ((x/255 − mean) / std per channel)."""
+    the device normalises ((x/255 − mean) / std per channel), plus `raw_geometry`
+    ({resize, crop}: how image files are resized and cropped to it) when given."""
     spec: dict[str, Any] = {"name": name, "shape": [None, *shape], "dtype": "float32",
                             "layout": "NCHW", **more}
     if mean:
         c, h, w = shape
         spec["raw"] = {"dtype": "uint8", "shape": [None, h, w, c], "layout": "NHWC",
                        "scale": 1.0 / 255.0, "mean": list(mean), "std": list(std)}
+        if raw_geometry and any(v is not None for v in raw_geometry.values()):
+            spec["raw"].update(raw_geometry)
     return spec

@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(or seg-build, cluster, ...)")
     p.add_argument("--input", type=Path, default=None,
                    help=".npz with 'x' (raw uint8 NHWC or float32 model input) and optional 'y' "
-                        "labels (make one with `edge-ee samples`); default: the bundle's golden "
-                        "inputs")
+                        "labels (make one with `edge-ee samples`), or an image folder "
+                        "<class>/<image> decoded as the bundle records (needs Pillow: "
+                        "edge-ee[images]); default: the bundle's golden inputs")
     p.add_argument("--out", type=Path, default=None,
                    help="results file (default: results.json; overheads.json with "
                         "--measure-overheads)")

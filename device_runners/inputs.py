@@ -1,4 +1,6 @@
-"""Input files for `edge-ee-run`: an `.npz` with images `x` and optional labels `y`.
+"""Input files for `edge-ee-run`: an `.npz` with images `x` and optional labels `y`, or an
+image folder (`<class>/<image>`, decoded by `device_runners.images` with the bundle's own
+recorded resize/crop; Pillow needed).
 
 Everything about a user's input file that can be wrong becomes an `InputSpecError` that
 says how to fix it, before any array is loaded: not a file, a plain `.npy` instead of an
@@ -170,6 +172,18 @@ def drop_nonfinite(x: np.ndarray, y: np.ndarray | None
     return x, y, {"count": int(idx.size), "indices": idx[:1000].tolist()}
 
 
+def _read_folder(bundle: Any, path: Path, limit: int | None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image folder as the bundle's raw images, preprocessed as the manifest records."""
+    from device_runners.images import read_folder
+    raw = bundle.manifest["input"].get("raw")
+    if not raw or raw.get("dtype") != "uint8" or len(raw.get("shape", ())) != 4:
+        raise InputSpecError(f"--input {path} is an image folder, but this bundle records no raw "
+                             "image preprocessing (manifest input.raw); pass an .npz of model "
+                             "inputs instead")
+    return read_folder(path, raw, bundle.manifest["classes"], limit)
+
+
 def load_input(bundle: Any, path: Path | None, limit: int | None
                ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Any task's input: model-ready float32 batch, labels (checked by the task's recorder)
@@ -180,6 +194,8 @@ def load_input(bundle: Any, path: Path | None, limit: int | None
 
     if path is None:
         x, y = bundle.golden()["input"], None
+    elif Path(path).is_dir():
+        x, y = _read_folder(bundle, Path(path), limit)
     else:
         x, y = read_arrays(path, (("x", "y"), ("x_test", "y_test")))
     where = path or "the bundle's golden inputs"

@@ -250,6 +250,14 @@ def validate_manifest(m: Any, where: str = "manifest.json") -> None:
         c.number(raw.get("scale"), "input.raw.scale", lo=0, lo_open=True)
         c.each(raw.get("mean"), "input.raw.mean", lambda x, p: c.number(x, p))
         c.each(raw.get("std"), "input.raw.std", lambda x, p: c.number(x, p, lo=0, lo_open=True))
+        if raw.get("resize") is not None:  # image folders: shorter side, then centre crop
+            c.integer(raw["resize"], "input.raw.resize", lo=1, hi=1 << 16)
+        if raw.get("crop") is not None:
+            crop = c.lst(raw["crop"], "input.raw.crop", nonempty=True)
+            if len(crop) != 2:
+                c.fail("input.raw.crop", "must be [height, width]")
+            for i, d in enumerate(crop):
+                c.integer(d, f"input.raw.crop[{i}]", lo=1, hi=1 << 16)
     c.each(c.lst(m["classes"], "classes", nonempty=True), "classes", c.string)
     files = c.obj(m["files"], "files")
     for name, digest in files.items():

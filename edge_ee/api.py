@@ -7,8 +7,10 @@
                      calib_data=calib)                                 # one streaming pass
     path = api.export_bundle(net, fitted, "bundle/", test, "my-net")   # validated vs torch
 
-`train`, `calib`, `test` are `ImageSplit`s (the shipped loaders) or — for the statistics
-pass — any torch Dataset/DataLoader of (input, label) with a `classes` attribute. The
+`train`, `calib`, `test` are `ImageSplit`s (the shipped loaders), streamed image folders
+(`edge_ee.datasets.ImageFolder` with a declared `Preprocess`, recorded in the bundle), or —
+for the statistics pass — any torch Dataset/DataLoader of (input, label) with a `classes`
+attribute. The
 calls below are the same functions the `edge-ee` CLI runs; each has its own docstring.
 Trained exits (`train_exits`) and pruning (`prune`) live in `edge_ee.exits.trained` and
 `edge_ee.pruning`; runnable scripts are in `examples/`.

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from edge_ee.calib_source import (
     without,
 )
 from edge_ee.certify import Certificate, samples_needed
-from edge_ee.data import ImageSplit, load_cifar10_jpeg, load_fashion_mnist, load_npz_split
+from edge_ee.data import ImageSplit, load_cifar10_jpeg, load_fashion_mnist
+from edge_ee.datasets import ImageFolder
 from edge_ee.errors import ConfigError, ModelError
 from edge_ee.exitnet import ExitNet, from_resnet_cifar, from_sequential
 from edge_ee.models.resnet_cifar import load_resnet_cifar
@@ -44,45 +46,28 @@ class UserModel:
     input_shape: tuple[int, ...] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    resize: int | None = None  # image folders: shorter side in pixels, before the crop
+    crop: tuple[int, int] | None = None  # image folders: centre crop (H, W)
 
 
 def is_user_model(model: str) -> bool:
     return ":" in model or model.endswith(".pt2")
 
 
-def _data_loader(data: str | None) -> Loader:
-    """The loader for a data path: CIFAR-10 JPEG zip, Fashion-MNIST IDX folder, or an .npz
-    with x_<split>/y_<split>."""
-    if data is None:
-        raise ConfigError("a model of your own needs --data: an .npz with x_train/y_train/"
-                          "x_test/y_test, a CIFAR-10 JPEG zip or a Fashion-MNIST IDX folder")
-    if data.endswith(".npz"):
-        return lambda split, d: load_npz_split(split, d)
-    return load_cifar10_jpeg if data.endswith(".zip") else load_fashion_mnist
-
-
 def _user_model(model: str, data: str | None, user: UserModel
-                ) -> tuple[ExitNet, ImageSplit, ImageSplit, str]:
-    from dataclasses import replace
-
+                ) -> tuple[ExitNet, Any, Any, str]:
     from edge_ee.api import cut
     from edge_ee.models.user import load_user_model
-    load = _data_loader(data)
-    train, test = load("train", data), load("test", data)
-    mean, std = user.mean or train.mean, user.std or train.std
-    if not mean or not std or len(mean) != len(std):
-        raise ConfigError("the data declares no normalisation: pass --mean and --std (one "
-                          "value per channel, for images scaled to [0, 1])")
-    train, test = replace(train, mean=mean, std=std), replace(test, mean=mean, std=std)
-    shape = user.input_shape or (train.images.shape[3], *train.images.shape[1:3])
+    from edge_ee.user_data import check_model_classes, load_user_data
+    train, test, shape = load_user_data(data, user)
     module, source = load_user_model(model, user.weights)
     name = Path(model.rpartition(":")[0] or model).stem
-    return cut(module, user.cut, shape, name), train, test, source
+    net = cut(module, user.cut, shape, name)
+    check_model_classes(net, shape, train)
+    return net, train, test, source
 
 
 def _loader(model: str) -> Loader:
-    if is_user_model(model):
-        return lambda split, d: _data_loader(d)(split, d)
     if model in ("fashion-cnn", "fashion-resnet"):
         return load_fashion_mnist
     if Path(model).suffix == ".npz":
@@ -120,6 +105,14 @@ def load_calib_data(spec: str, model: str, train: ImageSplit, test: ImageSplit) 
                           "samples the backbone was not trained on (e.g. --calib-data test)")
     if spec.endswith(".npz"):
         return read_calib_npz(spec, train)
+    if isinstance(train, ImageFolder) and Path(spec).is_dir():  # a folder of class folders
+        calib = ImageFolder(spec, train.preprocess, train.classes, train.image_hw)
+        calib.check_headers()
+        return calib
+    if is_user_model(model):  # a dataset file: its test split, in the model's normalisation
+        from dataclasses import replace
+        split = (load_cifar10_jpeg if spec.endswith(".zip") else load_fashion_mnist)("test", spec)
+        return replace(split, mean=train.mean, std=train.std)
     return _loader(model)("test", spec)
 
 

@@ -3,7 +3,8 @@
 A calibration set for certified thresholds (METHODS §6) must not overlap the statistics
 data (the training split). This module reads a calibration set given as an `.npz`
 (`x`: uint8 NHWC images, `y`: labels, optional `classes`: class names — the same file
-`edge-ee-run --input` takes), draws a class-balanced random subset, checks it against the
+`edge-ee-run --input` takes; the statistics data may also be a streamed image folder,
+hashed chunk by chunk), draws a class-balanced random subset, checks it against the
 model's classes and, by per-sample hash, against the statistics data, and records where
 calibration came from (`source_record`, the manifest's `calibration.source`).
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,9 +51,10 @@ def read_calib_npz(path: str | Path, like: ImageSplit) -> ImageSplit:
                         f"got {x.dtype}")
     if x.ndim == 3:
         x = x[..., None]
-    if x.shape[1:] != like.images.shape[1:]:
+    want = raw_shape(like)
+    if x.shape[1:] != want:
         raise DataError(f"--calib-data {p}: images of shape {x.shape[1:]}, the model takes "
-                        f"{like.images.shape[1:]} (H, W, C); resize them first")
+                        f"{want} (H, W, C); resize them first")
     if len(x) != len(y):
         raise DataError(f"--calib-data {p}: {len(x)} images but {len(y)} labels")
     if not np.issubdtype(y.dtype, np.integer):
@@ -61,6 +65,21 @@ def read_calib_npz(path: str | Path, like: ImageSplit) -> ImageSplit:
                         f"{list(like.classes)}" + (f" (the model lacks {extra})" if extra else "")
                         + "; relabel the calibration set in the model's class order")
     return ImageSplit(x, y.astype(np.int64), like.classes, like.mean, like.std)
+
+
+def raw_shape(data: Any) -> tuple[int, ...]:
+    """(H, W, C) of a split's raw uint8 images (an ImageSplit, or an image folder)."""
+    if isinstance(data, ImageSplit):
+        return tuple(data.images.shape[1:])
+    return tuple(next(data.raw_chunks(1)).shape[1:])
+
+
+def _chunks(data: Any) -> Iterator[np.ndarray]:
+    """The raw images in order: an ImageSplit's array, or a streamed split's chunks."""
+    if isinstance(data, ImageSplit):
+        yield data.images
+    else:
+        yield from data.raw_chunks()
 
 
 def check_classes(calib: ImageSplit, num_classes: int, where: str = "--calib-data") -> None:
@@ -88,9 +107,9 @@ def balanced_subset(data: ImageSplit, n: int, seed: int = 0) -> tuple[ImageSplit
 
 def sample_hashes(data: ImageSplit) -> np.ndarray:
     """One 16-byte BLAKE2b digest per image (labels excluded: the same image is the same sample)."""
-    flat = data.images.reshape(len(data), -1)
-    return np.array([hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in flat],
-                    dtype="S16")
+    out = [hashlib.blake2b(r.tobytes(), digest_size=16).digest()
+           for chunk in _chunks(data) for r in chunk.reshape(len(chunk), -1)]
+    return np.array(out, dtype="S16")
 
 
 def check_disjoint(calib: ImageSplit, stats: ImageSplit) -> None:
@@ -116,7 +135,8 @@ def without(data: ImageSplit, remove: ImageSplit) -> tuple[ImageSplit, int]:
 def data_sha256(data: ImageSplit) -> str:
     """sha256 over the images and labels, in order: which samples calibrated the bundle."""
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(data.images).tobytes())
+    for chunk in _chunks(data):
+        h.update(np.ascontiguousarray(chunk).tobytes())
     h.update(np.ascontiguousarray(data.labels, np.int64).tobytes())
     return h.hexdigest()
 

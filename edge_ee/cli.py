@@ -140,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "your own: path/to/file.py:factory, package.module:factory, program.pt2")
     b.add_argument("--data", default=None,
                    help="CIFAR-10 JPEG zip, Fashion-MNIST IDX folder, or (your own model) an "
-                        ".npz with x_train/y_train/x_test/y_test uint8 NHWC [+ classes, mean, std]")
+                        "image folder DIR with DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg "
+                        "(streamed; needs --mean/--std), an .npz with x_train/y_train/x_test/"
+                        "y_test uint8 NHWC [+ classes, mean, std], or file.py:factory / "
+                        "package.module:factory returning a map-style Dataset for "
+                        "factory('train') and factory('test') (default: none)")
     b.add_argument("--weights", default=None,
                    help="your own model: state_dict (.pt, torch.load(weights_only=True), or .npz)")
     b.add_argument("--cut", default="auto:4",
@@ -153,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your own model: per-channel mean of images scaled to [0, 1]")
     b.add_argument("--std", type=ct.float_tuple, default=None,
                    help="your own model: per-channel std of images scaled to [0, 1]")
+    b.add_argument("--resize", type=ct.integer(1, 1 << 16), default=None,
+                   help="image folder: resize the shorter side to this many pixels first "
+                        "(recorded in the bundle; default: no resize)")
+    b.add_argument("--crop", type=ct.int_tuple, default=None,
+                   help="image folder: centre crop H,W after --resize (recorded in the "
+                        "bundle; default: no crop)")
     b.add_argument("--out", required=True, help="bundle folder to write")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--monolithic", action="store_true",
@@ -229,8 +239,11 @@ def cmd_build(a: argparse.Namespace) -> int:
     from edge_ee.build import build_bundle
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
     from edge_ee.build import UserModel
+    if a.crop is not None and len(a.crop) != 2:
+        from edge_ee.errors import ConfigError
+        raise ConfigError(f"--crop {a.crop}: give two numbers, H,W")
     user = UserModel(weights=a.weights, cut=a.cut, input_shape=a.input_shape, mean=a.mean,
-                     std=a.std)
+                     std=a.std, resize=a.resize, crop=a.crop)
     build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
                  formats=formats, int8=a.int8, user=user, candidates=a.candidates,
                  int8_thresholds=a.int8_thresholds)

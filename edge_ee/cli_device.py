@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                        "(seeded, class-balanced subset)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--data", required=True, help="Fashion-MNIST IDX folder, CIFAR-10 JPEG "
-                   ".zip, or .npz with x/y (or x_<split>/y_<split>, e.g. the CamVid file)")
+                   ".zip, .npz with x/y (or x_<split>/y_<split>, e.g. the CamVid file), or an "
+                   "image folder DIR/<split>/<class>/*.jpg or DIR/<class>/*.jpg")
     s.add_argument("--out", default="edge-ee-out/samples.npz", help=".npz to write")
     s.add_argument("--split", default="test", help="which split of the data")
     s.add_argument("--count", type=int, default=None, help="how many samples (default: all)")
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                    help="the same number of samples of every class")
     s.add_argument("--seed", type=int, default=0, help="random seed of the subset")
     s.add_argument("--bundle", default=None, help="check the images against this bundle's "
-                   "raw input spec")
+                   "raw input spec (image folders: decode with its resize/crop and classes)")
     return {"pack-runner": cmd_pack_runner, "samples": cmd_samples}
 
 

@@ -10,8 +10,9 @@ when torch.distributed is active (`ShardSampler`: every sample exactly once).
 * `ImageFolder` reads `root/<class>/<file>.{jpg,png,...}` (classes in sorted order, as
   torchvision's ImageFolder) and applies a declared `Preprocess` (resize, centre crop,
   scale to [0, 1], mean/std, layout) — the same spec is recorded in the bundle's
-  manifest (`input.raw`) so the device normalises exactly as the host did.
-* `NpzDataset` reads `x` (N, H, W, C uint8) and `y` from an .npz.
+  manifest (`input.raw`) and the decoder is the device's own (`device_runners.images`),
+  so `edge-ee-run --input FOLDER` preprocesses exactly as the host did.
+* `DatasetSplit` wraps any map-style Dataset (e.g. from `--data module:factory`).
 """
 
 from __future__ import annotations
@@ -25,82 +26,174 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from device_runners.images import check_size, list_folder, load_image, pillow
 from edge_ee.data import ImageSplit
 from edge_ee.errors import DataError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Declared preprocessing: resize → centre crop → /255 → (x − mean)/std → NCHW."""
+    """Declared preprocessing: decode → resize (shorter side) → centre crop → uint8 HWC
+    (`device_runners.images`, shared with the device) → /255 → (x − mean)/std → CHW.
+
+    The manifest's `input.raw` records it (`manifest_raw`), so `edge-ee-run` applies exactly
+    this to an image folder or to the uint8 images of an `edge-ee samples` file."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: int | None = None  # shorter side, before the crop
     crop: tuple[int, int] | None = None  # (H, W)
 
-    def __call__(self, img: Any) -> torch.Tensor:
-        from PIL import Image
-        if self.resize is not None:
-            w, h = img.size
-            s = self.resize / min(w, h)
-            img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-        if self.crop is not None:
-            ch, cw = self.crop
-            w, h = img.size
-            if h < ch or w < cw:
-                raise DataError(f"an image of {h}x{w} is smaller than the crop {ch}x{cw}; "
-                                "set a resize")
-            top, left = (h - ch) // 2, (w - cw) // 2
-            img = img.crop((left, top, left + cw, top + ch))
-        a = np.asarray(img, np.float32) / 255.0
-        if a.ndim == 2:
-            a = a[..., None]
-        a = (a - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    def __post_init__(self) -> None:
+        if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean):
+            raise DataError(f"mean {self.mean} / std {self.std}: give one value per channel "
+                            "(1 for grey, 3 for RGB images), the same number of each")
+        if any(v <= 0 for v in self.std):
+            raise DataError(f"std {self.std} must be > 0")
+        if self.resize is not None and self.resize < 1:
+            raise DataError(f"resize must be ≥ 1 pixel, got {self.resize}")
 
-    def manifest_raw(self, shape_hwc: Sequence[int]) -> dict[str, Any]:
-        """The `input.raw` record: how the device turns uint8 NHWC into the model input."""
-        return {"dtype": "uint8", "shape": [None, *shape_hwc], "layout": "NHWC",
-                "scale": 1.0 / 255.0, "mean": list(self.mean), "std": list(self.std),
-                "resize": self.resize, "crop": list(self.crop) if self.crop else None}
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def raw(self, path: str | Path, want_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """One image file as uint8 (H, W, C) after resize and crop (a `DataError` if not)."""
+        return load_image(path, self.channels, self.resize, self.crop, want_hw, DataError)
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) → float32 (N, C, H, W), the same arithmetic as ImageSplit."""
+        x = raw.astype(np.float32) / 255.0
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def __call__(self, path: str | Path) -> torch.Tensor:
+        return torch.from_numpy(self.normalise(self.raw(path)[None])[0])
+
+    def manifest_raw(self) -> dict[str, Any]:
+        """What `input.raw` adds to the scale/mean/std: the resize and crop of image files."""
+        return {"resize": self.resize, "crop": list(self.crop) if self.crop else None}
 
 
 class ImageFolder(Dataset):
-    """`root/<class>/<image>` files, labels by sorted class folder name."""
+    """`root/<class>/<image>` files (torchvision's layout), labels by sorted class folder
+    name, streamed one image at a time through the declared `Preprocess`.
+
+    It also offers what the build pipeline asks of a split — `labels`, `subset`,
+    `normalised` (small subsets only), `raw_chunks` (for hashing) — without holding the
+    images in memory: only the file names and labels are kept."""
 
     def __init__(self, root: str | Path, preprocess: Preprocess,
-                 classes: Sequence[str] | None = None) -> None:
+                 classes: Sequence[str] | None = None, image_hw: tuple[int, int] | None = None,
+                 _listing: tuple[list[str], np.ndarray] | None = None) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root} is not a folder of class folders")
-        found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        self.classes = tuple(classes) if classes is not None else tuple(found)
-        unknown = sorted(set(found) - set(self.classes))
-        if unknown:
-            raise DataError(f"{self.root} has class folders {unknown[:5]} the model lacks "
-                            f"(it has {list(self.classes)[:10]}); remove them or map them")
-        self.files = [(p, i) for i, c in enumerate(self.classes) if (self.root / c).is_dir()
-                      for p in sorted((self.root / c).iterdir())
-                      if p.suffix.lower() in IMAGE_SUFFIXES]
-        if not self.files:
-            raise DataError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)}) in "
-                            "class folders")
         self.preprocess = preprocess
+        if _listing is None:
+            files, labels, names = list_folder(self.root, classes, DataError)
+            if (labels < 0).any():
+                raise DataError(f"{self.root} holds loose images, not class folders; lay it out "
+                                "as root/<class>/<image> so every image has a label")
+            self.classes = names
+        else:
+            (files, labels), self.classes = _listing, tuple(classes or ())
+        self.files, self.labels = files, labels
+        self.image_hw = image_hw  # the size every image must have after resize/crop
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.preprocess.std
+
+    @property
+    def raw_geometry(self) -> dict[str, Any]:
+        return self.preprocess.manifest_raw()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image, UnidentifiedImageError
-        path, label = self.files[i]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB" if len(self.preprocess.mean) == 3 else "L")
-        except (OSError, UnidentifiedImageError) as err:
-            raise DataError(f"cannot read image {path}: {err}") from err
-        return self.preprocess(img), label
+        raw = self.preprocess.raw(self.files[i], self.image_hw)
+        return torch.from_numpy(self.preprocess.normalise(raw[None])[0]), int(self.labels[i])
+
+    def first_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the first image after resize/crop: the model's input size."""
+        return self.preprocess.raw(self.files[0]).shape  # type: ignore[return-value]
+
+    def check_headers(self) -> None:
+        """Every file opens as an image of the right size (headers only: quick), before any
+        long pass starts."""
+        image = pillow(DataError)
+        p = self.preprocess
+        for f in self.files:
+            try:
+                with image.open(f) as im:
+                    check_size(im.size, p.resize, p.crop, self.image_hw, f, DataError)
+            except (OSError, image.UnidentifiedImageError) as err:
+                raise DataError(f"cannot read image {f}: {err}; remove or re-save it") from err
+
+    def subset(self, idx: np.ndarray) -> ImageFolder:
+        idx = np.asarray(idx, np.int64)
+        return ImageFolder(self.root, self.preprocess, self.classes, self.image_hw,
+                           ([self.files[i] for i in idx], self.labels[idx]))
+
+    def raw_chunks(self, batch: int = 256) -> Iterator[np.ndarray]:
+        """The raw uint8 (n, H, W, C) images in order, `batch` at a time."""
+        for i in range(0, len(self), batch):
+            yield np.stack([self.preprocess.raw(f, self.image_hw)
+                            for f in self.files[i : i + batch]])
+
+    def normalised(self) -> np.ndarray:
+        """All images as float32 NCHW (for small subsets: validation, int8 calibration)."""
+        if not len(self):
+            return np.zeros((0, self.preprocess.channels, *(self.image_hw or (1, 1))), np.float32)
+        return self.preprocess.normalise(np.concatenate(list(self.raw_chunks())))
+
+
+class DatasetSplit(Dataset):
+    """Any map-style torch Dataset of (input tensor, label) with `classes`, given what the
+    build pipeline asks of a split (`labels`, `subset`, `normalised`, `raw_chunks`).
+    `labels` come from the dataset's `targets` (torchvision's convention), else one pass."""
+
+    def __init__(self, dataset: Dataset, mean: tuple[float, ...] = (),
+                 std: tuple[float, ...] = (), indices: np.ndarray | None = None) -> None:
+        self.dataset, self.mean, self.std = dataset, tuple(mean), tuple(std)
+        self.classes = classes_of(dataset)
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)  # type: ignore[arg-type]
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[int(self.indices[i])]
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            targets = getattr(self.dataset, "targets", None)
+            if targets is not None:
+                self._labels = np.asarray(targets, np.int64)[self.indices]
+            else:
+                self._labels = np.concatenate([y.cpu().numpy() for _, y in stream(self)]
+                                              or [np.zeros(0, np.int64)])
+        return self._labels
+
+    def subset(self, idx: np.ndarray) -> DatasetSplit:
+        out = DatasetSplit(self.dataset, self.mean, self.std, self.indices[np.asarray(idx)])
+        if self._labels is not None:
+            out._labels = self._labels[np.asarray(idx)]
+        return out
+
+    def raw_chunks(self, batch: int = 256) -> Iterator[np.ndarray]:
+        for x, _ in stream(self, batch):
+            yield x.numpy()
+
+    def normalised(self) -> np.ndarray:
+        """The inputs as the dataset yields them (already normalised), stacked."""
+        return np.concatenate(list(self.raw_chunks()))
 
 
 class ShardSampler(Sampler[int]):

@@ -369,7 +369,8 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
     plans = monolithic_plan(net) if monolithic else plan_segments(net, heads)
     vx = data.subset(np.arange(min(validation_samples, len(data)))).normalised()
     spec = BundleSpec(name=name, classes=tuple(data.classes),
-                      input=image_input(net.input_shape, tuple(data.mean), tuple(data.std)),
+                      input=image_input(net.input_shape, tuple(data.mean), tuple(data.std),
+                                        raw_geometry=getattr(data, "raw_geometry", None)),
                       source_sha256=source_sha256, granularity=net.granularity, task=task,
                       provenance={"edge_ee_version": edge_ee.__version__})
     extra, section = None, None

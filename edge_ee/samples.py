@@ -1,7 +1,10 @@
 """`edge-ee samples`: the runner's input file (`--input samples.npz`) from data a user has.
 
-Reads a Fashion-MNIST IDX folder, the CIFAR-10 JPEG zip, or an `.npz` (`x`/`y`, or a
-split's `x_<split>`/`y_<split>` such as the CamVid file), takes a seeded random subset —
+Reads a Fashion-MNIST IDX folder, the CIFAR-10 JPEG zip, an `.npz` (`x`/`y`, or a
+split's `x_<split>`/`y_<split>` such as the CamVid file), or an image folder
+(`DIR/<split>/<class>/<image>` or `DIR/<class>/<image>`; with `--bundle` decoded with the
+bundle's recorded resize/crop and class order, exactly as `edge-ee-run --input DIR`),
+takes a seeded random subset —
 class-balanced when asked, since the loaders return images sorted by class and the first
 N would all be one class — and writes `x` (raw uint8 NHWC, which `edge-ee-run`
 normalises with the bundle's own recorded preprocessing) and `y` (labels). With
@@ -93,8 +96,52 @@ def check_against_bundle(x: np.ndarray, bundle: str | Path) -> None:
                         f"{raw['dtype']} {want}; pass the data the bundle was built for")
 
 
+def image_folder_root(data: str | Path, split: str) -> Path | None:
+    """The class-folder root of an image folder: `data/<split>` when it exists, else `data`
+    itself when it holds class folders and no Fashion-MNIST IDX files; None otherwise."""
+    p = Path(data)
+    if not p.is_dir():
+        return None
+    if (p / split).is_dir():
+        return p / split
+    if any(c.is_dir() for c in p.iterdir()) and not any(p.glob("*idx*")):
+        return p
+    return None
+
+
+def folder_samples(root: Path, cfg: SamplesConfig) -> dict[str, np.ndarray]:
+    """Decode only the chosen images of a class folder, with the bundle's recorded resize/crop
+    and classes when `--bundle` is given (what `edge-ee-run --input FOLDER` does), else as
+    stored (RGB, every image the size of the first)."""
+    from device_runners.images import geometry, list_folder, load_image
+    raw, classes = None, None
+    if cfg.bundle:
+        from device_runners.manifest import load_bundle
+        m = load_bundle(cfg.bundle).manifest
+        raw, classes = m["input"].get("raw"), m["classes"]
+    files, labels, _ = list_folder(root, classes, DataError)
+    idx = choose(None if (labels < 0).all() else labels, len(files), cfg.count, cfg.balanced,
+                 cfg.seed)
+    resize, crop = geometry(raw)
+    if raw is not None:
+        h, w, c = (int(d) for d in raw["shape"][1:])
+        hw: tuple[int, int] | None = (h, w)
+    else:
+        c, hw = 3, None
+    first = load_image(files[idx[0]], c, resize, crop, hw, DataError)
+    x = np.empty((len(idx), *first.shape), np.uint8)
+    for k, i in enumerate(idx):
+        x[k] = load_image(files[i], c, resize, crop, first.shape[:2], DataError)
+    return {"x": x} if (labels < 0).all() else {"x": x, "y": labels[idx]}
+
+
 def make_samples(cfg: SamplesConfig) -> Path:
     """Write the samples file; returns its path."""
+    root = image_folder_root(cfg.data, cfg.split)
+    if root is not None:
+        out = Path(cfg.out)
+        atomic_save_npz(out, **folder_samples(root, cfg))
+        return out
     x, y = load_source(cfg.data, cfg.split)
     if x.ndim == 3:  # (N, H, W) grey → NHWC
         x = x[..., None]

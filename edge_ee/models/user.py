@@ -16,42 +16,46 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from edge_ee.errors import ModelError
+from edge_ee.errors import EdgeEEError, ModelError
 from edge_ee.models.weights import load_into, read_state_dict, sha256_file
 
 
-def _import_factory(spec: str):
+def import_factory(spec: str, flag: str = "--model",
+                   error: type[EdgeEEError] = ModelError) -> Callable[..., Any]:
+    """The callable named by `path/to/file.py:factory` or `package.module:factory`."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise ModelError(f"--model {spec!r}: write path/to/file.py:factory or package.module:factory")
+        raise error(f"{flag} {spec!r}: write path/to/file.py:factory or package.module:factory")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise ModelError(f"--model {spec!r}: {path} does not exist")
+            raise error(f"{flag} {spec!r}: {path} does not exist")
         name = f"edge_ee_user_{abs(hash(path.resolve()))}"
         mod_spec = importlib.util.spec_from_file_location(name, path)
         if mod_spec is None or mod_spec.loader is None:
-            raise ModelError(f"--model {spec!r}: cannot import {path}")
+            raise error(f"{flag} {spec!r}: cannot import {path}")
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[name] = module
         try:
             mod_spec.loader.exec_module(module)
         except Exception as err:  # the user's code may raise anything
-            raise ModelError(f"--model {spec!r}: importing {path} failed: {err!r}") from err
+            raise error(f"{flag} {spec!r}: importing {path} failed: {err!r}") from err
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as err:
-            raise ModelError(f"--model {spec!r}: cannot import module {target!r} ({err}); "
-                             "check PYTHONPATH or pass a .py file path") from err
+            raise error(f"{flag} {spec!r}: cannot import module {target!r} ({err}); "
+                        "check PYTHONPATH or pass a .py file path") from err
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ModelError(f"--model {spec!r}: {target} has no callable {attr!r}")
+        raise error(f"{flag} {spec!r}: {target} has no callable {attr!r}")
     return factory
 
 
@@ -67,7 +71,7 @@ def load_user_model(spec: str, weights: str | None = None) -> tuple[nn.Module, s
             raise ModelError(f"--model {spec}: not a torch.export program ({err}); save one "
                              "with torch.export.save(torch.export.export(model, args), path)") from err
         return model, sha256_file(path)
-    factory = _import_factory(spec)
+    factory = import_factory(spec)
     try:
         model = factory()
     except Exception as err:  # the user's factory may raise anything
