@@ -13,7 +13,7 @@ Every fine-tuning step uses the configured recovery loss (`recovery.py`: `ce`, o
 `distill` from the unpruned network). After the last round, `recover_epochs` of recovery
 fine-tuning follow on a cosine learning rate (simultaneous: the whole network; sequential:
 the backbone at the end of phase 1, the exits at the end of phase 2), and stop at the
-`budget_min` wall-clock budget.
+`budget_min` budget (wall clock or process CPU time, `budget_clock`).
 
 `prune_early_exit` runs a schedule on a deep copy and returns it with a `PruneReport`
 (per-layer sparsity, FLOPs and parameters before/after, a digest of the backbone after
@@ -107,8 +107,8 @@ class Schedule:
 
     `teacher`: the unpruned network (recovery 'distill'); `deadline`: a value of
     `clock` (wall or process CPU time, per `cfg.budget_clock`) after which no fine-tuning
-    step starts; `on_pruned`: called
-    with the model once the pruning rounds are done, before recovery (evaluation).
+    step starts; `on_pruned`: called with the model once the pruning rounds are done,
+    before recovery (evaluation).
     """
 
     name: ClassVar[str] = ""
