@@ -163,13 +163,20 @@ def main() -> None:
     rec = {"point": point32.to_json(), "exit_overhead": dev_rec}
     export(net, fitted.heads, own, rest, f"{net.name}-int8own", rec, source,
            int8_thresholds=hook, **common)
-    export(net, fitted.heads, copy, rest, f"{net.name}-int8fp32", rec, source, **common)
+    from edge_ee.errors import EdgeEEError
+    try:  # the old way can fail int8 validation (ResNet-56: 93.75 % end-to-end agreement)
+        export(net, fitted.heads, copy, rest, f"{net.name}-int8fp32", rec, source, **common)
+    except EdgeEEError as err:
+        print(f"int8 with fp32 thresholds: not built ({err})", flush=True)
+        copy = None
     idx = balanced_indices(rest.labels, len(rest), 0)
     atomic_save_npz(a.out / "eval.npz", x=rest.images[idx], y=rest.labels[idx])
     res = {}
     for name, b, backend in (("fp32", own, "onnxruntime"), ("int8, own thresholds", own,
                              "onnxruntime-int8"), ("int8, fp32 thresholds", copy,
                                                     "onnxruntime-int8")):
+        if b is None:
+            continue
         out = a.out / f"r-{name.split(',')[0]}-{b.name}.json"
         _run(str(b), "--backend", backend, "--input", str(a.out / "eval.npz"), "--out",
              str(out), "--profile", "none", "--idle-s", "0", "--quiet")
