@@ -9,7 +9,7 @@ training images per class and the whole test split (the built-in path's input), 
 same files extracted as `train/<class>/`, `test/<class>/` (the image-folder path). The
 user model is `examples/user_resnet.py:resnetN` with the shipped weights, cut after every
 residual block (the built-in ResNet's exit points); both use `--exit lda:2 --calib-data
-test --calib-samples 3000`. Everything is written under `--out` (outside the repository);
+test --calib-samples 3000 --max-drop X`. Everything is written under `--out` (outside the repository);
 `results.json` holds both manifests' figures and the load average.
 """
 
@@ -54,10 +54,11 @@ def make_data(out: Path, per_class: int) -> tuple[Path, Path]:
     return zp, folder
 
 
-def build(args: list[str], out: Path, env: dict) -> dict:
+def build(args: list[str], out: Path, env: dict, max_drop: float) -> dict:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "edge_ee.cli", "-q", "build", *args, "--exit",
-                        "lda:2", "--calib-data", "test", "--calib-samples", "3000", "--out",
+                        "lda:2", "--calib-data", "test", "--calib-samples", "3000", "--max-drop",
+                        str(max_drop), "--out",
                         str(out), "--overwrite"], capture_output=True, text=True, env=env)
     if r.returncode:
         raise SystemExit(r.stderr[-3000:])
@@ -76,6 +77,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=20, choices=(20, 56))
     ap.add_argument("--train-per-class", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("/tmp/byom-builtin"))
+    ap.add_argument("--max-drop", type=float, default=0.01)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     zp, folder = make_data(a.out, a.train_per_class)
@@ -84,13 +86,15 @@ def main() -> None:
     n = (a.depth - 2) // 6
     cuts = ",".join(f"layer{s}.{i}" for s in (1, 2, 3) for i in range(n))
     from edge_ee.data import CIFAR_MEAN, CIFAR_STD
-    res = {"depth": a.depth, "train_per_class": a.train_per_class, "load_before": os.getloadavg()}
-    res["builtin"] = build(["--model", str(weights), "--data", str(zp)], a.out / "builtin", env)
+    res = {"depth": a.depth, "train_per_class": a.train_per_class, "max_drop": a.max_drop,
+           "load_before": os.getloadavg()}
+    res["builtin"] = build(["--model", str(weights), "--data", str(zp)], a.out / "builtin", env,
+                           a.max_drop)
     print(res["builtin"], flush=True)
     res["user_folder"] = build(["--model", f"{ROOT / 'examples' / 'user_resnet.py'}:resnet{a.depth}",
                                 "--weights", str(weights), "--data", str(folder), "--cut", cuts,
                                 "--mean", ",".join(map(str, CIFAR_MEAN)),
-                                "--std", ",".join(map(str, CIFAR_STD))], a.out / "user", env)
+                                "--std", ",".join(map(str, CIFAR_STD))], a.out / "user", env, a.max_drop)
     print(res["user_folder"], flush=True)
     res["difference_points"] = {k: round(100 * (res["user_folder"][k] - res["builtin"][k]), 4)
                                 for k in ("test_accuracy", "test_cost", "full_test_accuracy")}
