@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ from device_runners.schema import (
 )
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "atomic_write_json", "check_output_path", "environment",
-           "json_safe", "load_results", "results_document", "spool_path", "validate_results",
-           "write_results"]
+           "json_safe", "load_results", "peak_rss_process", "results_document", "spool_path",
+           "validate_results", "write_results"]
 
 
 def environment() -> dict[str, Any]:
@@ -62,8 +63,17 @@ def results_document(bundle: Any, backend: Any, threads: int, protocol: dict[str
         "environment": environment(), "protocol": protocol, "init_ns": init_ns,
         "self_check": self_check,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_process": peak_rss_process(),
     }
     return {**doc, **run}
+
+
+def peak_rss_process() -> dict[str, Any]:
+    """Whose peak RSS `peak_rss_kib` is: the whole process the runner ran in (ru_maxrss of
+    RUSAGE_SELF). `torch_loaded` is true when a host program called the runner in-process,
+    so the figure includes torch and is not the runner's own."""
+    return {"pid": os.getpid(), "argv0": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "",
+            "torch_loaded": "torch" in sys.modules}
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
