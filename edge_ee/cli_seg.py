@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                    help="test images the export is validated on against torch")
     p.add_argument("--golden-count", type=int, default=2, help="golden images in the bundle")
     p.add_argument("--name", default=None, help="model name in the manifest")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     return {"seg-build": cmd_seg_build}
 
 
