@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import resource
 import socket
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 from device_runners import __version__
 from device_runners.errors import ResultsError
 from device_runners.files import atomic_file
+from device_runners.protocol import peak_rss_kib
 from device_runners.schema import (
     MAX_DOCUMENT_BYTES,
     RESULTS_SCHEMA_VERSION,
@@ -62,18 +62,21 @@ def results_document(bundle: Any, backend: Any, threads: int, protocol: dict[str
         "backend": {"name": backend.name, "version": backend.version(), "threads": threads},
         "environment": environment(), "protocol": protocol, "init_ns": init_ns,
         "self_check": self_check,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "peak_rss_process": peak_rss_process(),
+        **peak_rss_process(),
     }
     return {**doc, **run}
 
 
 def peak_rss_process() -> dict[str, Any]:
-    """Whose peak RSS `peak_rss_kib` is: the whole process the runner ran in (ru_maxrss of
-    RUSAGE_SELF). `torch_loaded` is true when a host program called the runner in-process,
-    so the figure includes torch and is not the runner's own."""
-    return {"pid": os.getpid(), "argv0": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "",
-            "torch_loaded": "torch" in sys.modules}
+    """`peak_rss_kib` and whose it is (`peak_rss_process`): the peak RSS of the process the
+    runner ran in, read by `protocol.peak_rss_kib` (`source`: VmHWM, or ru_maxrss off
+    Linux). `torch_loaded` is true when a host program called the runner in-process, so
+    the figure includes torch and is not the runner's own."""
+    kib, source = peak_rss_kib()
+    return {"peak_rss_kib": kib,
+            "peak_rss_process": {"pid": os.getpid(), "source": source, "torch_loaded":
+                                 "torch" in sys.modules,
+                                 "argv0": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""}}
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

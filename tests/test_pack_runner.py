@@ -112,5 +112,6 @@ def test_vendored_pyz_runs_on_a_bare_python(tmp_path: Path, fashion_bundle: Path
     # whose peak RSS: the bare runner process, not this torch-holding test process
     assert got["peak_rss_process"]["torch_loaded"] is False
     assert want["peak_rss_process"]["torch_loaded"] is True
+    assert got["peak_rss_kib"] < want["peak_rss_kib"]  # the bare runner holds no torch
     print(f"peak RSS: vendored pyz {got['peak_rss_kib'] / 1024:.1f} MiB, in-process "
           f"{want['peak_rss_kib'] / 1024:.1f} MiB")
