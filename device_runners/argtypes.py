@@ -77,3 +77,19 @@ def _range(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
     if hi is not None:
         return f" <= {hi}"
     return ""
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows every option's default: appended as "(default: X)" unless the help text
+    already says it (any "default"), "(default: none)" for None; flags (store_true …) and
+    required options get nothing appended. Shared by `edge-ee` and `edge-ee-run`."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        flag = isinstance(action, (argparse._StoreConstAction, argparse._HelpAction,
+                                   argparse._VersionAction, argparse._CountAction))
+        positional = not action.option_strings and action.nargs not in ("?", "*")
+        if (flag or positional or action.required or action.default is argparse.SUPPRESS
+                or "default" in text.lower()):
+            return text
+        return text + (" (default: none)" if action.default is None else " (default: %(default)s)")

@@ -44,7 +44,7 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 def build_parser() -> argparse.ArgumentParser:
     from device_runners import __version__
     p = argparse.ArgumentParser(prog="edge-ee-run", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=at.DefaultsHelpFormatter)
     p.add_argument("--version", action="version", version=f"edge-ee-run {__version__}")
     p.add_argument("bundle", type=Path, help="bundle folder written by `edge-ee build` "
                    "(or seg-build, cluster, ...)")
@@ -58,12 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "--measure-overheads)")
     p.add_argument("--mode", choices=("single", "batch"), default="single",
                    help="single: one sample at a time; batch: shrinking batches")
-    p.add_argument("--batch-size", type=at.integer(1, 1 << 20), default=32)
+    p.add_argument("--batch-size", type=at.integer(1, 1 << 20), default=32,
+                   help="--mode batch: samples per batch")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=None,
                    help="runtime backend (default: from the bundle's formats)")
     p.add_argument("--threads", type=at.integer(1, 1024), default=1,
                    help="intra-op threads of the runtime")
-    p.add_argument("--warmup-runs", type=at.integer(0, 10**6), default=10)
+    p.add_argument("--warmup-runs", type=at.integer(0, 10**6), default=10,
+                   help="unmeasured runs before the timed passes")
     p.add_argument("--limit", type=at.integer(1), default=None, help="run only the first N samples")
     p.add_argument("--strategy", choices=CHOICES, default="auto",
                    help="split: one graph per segment; ingraph: the exits as ONNX If in one graph "
@@ -95,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-s", type=at.number(0, 3600), default=2.0,
                    help="seconds of idle power measured before the run (0: none)")
     p.add_argument("--meter-csv", default=None, help="external USB meter CSV log")
-    p.add_argument("--meter-clock-offset-ms", type=at.number(-1e9, 1e9), default=0.0)
+    p.add_argument("--meter-clock-offset-ms", type=at.number(-1e9, 1e9), default=0.0,
+                   help="--meter-csv: the meter clock minus this machine's clock, in ms")
     p.add_argument("--pin-cores", type=at.int_list(0), default=None,
                    help="comma-separated CPU cores to run on")
     p.add_argument("--expect-manifest-sha256", type=at.hex_digest, default=None, metavar="HEX",
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --measure-overheads: interleaved timing rounds at least")
     p.add_argument("--overhead-min-s", type=at.number(0, 86400), default=3.0,
                    help="with --measure-overheads: and at least this many seconds of timing")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress or log lines, errors only")
     return p
 
 

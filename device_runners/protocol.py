@@ -235,7 +235,21 @@ def system_state(root: str | os.PathLike[str] = "/", *, run_tools: bool = True) 
         pm = _run(["nvpmodel", "-q"])
         if pm:
             state["power_mode"] = pm.strip().splitlines()[0]
-    state["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    state["peak_rss_kib"] = peak_rss_kib()[0]
     state["cpu_affinity"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else None
     return state
+
+
+def peak_rss_kib() -> tuple[int, str]:
+    """Peak resident set size of this process's own address space in KiB, and where it was
+    read: `VmHWM` of /proc/self/status (Linux: it starts afresh at exec, so a runner started
+    from a big host process reports its own peak), else ru_maxrss, which Linux carries over
+    fork + exec from the parent (a runner started by the torch demo showed torch's 680 MiB)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]), "VmHWM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"

@@ -13,8 +13,8 @@ import json
 import math
 import os
 import platform
-import resource
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 from device_runners import __version__
 from device_runners.errors import ResultsError
 from device_runners.files import atomic_file
+from device_runners.protocol import peak_rss_kib
 from device_runners.schema import (
     MAX_DOCUMENT_BYTES,
     RESULTS_SCHEMA_VERSION,
@@ -32,8 +33,8 @@ from device_runners.schema import (
 )
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "atomic_write_json", "check_output_path", "environment",
-           "json_safe", "load_results", "results_document", "spool_path", "validate_results",
-           "write_results"]
+           "json_safe", "load_results", "peak_rss_process", "results_document", "spool_path",
+           "validate_results", "write_results"]
 
 
 def environment() -> dict[str, Any]:
@@ -61,9 +62,21 @@ def results_document(bundle: Any, backend: Any, threads: int, protocol: dict[str
         "backend": {"name": backend.name, "version": backend.version(), "threads": threads},
         "environment": environment(), "protocol": protocol, "init_ns": init_ns,
         "self_check": self_check,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        **peak_rss_process(),
     }
     return {**doc, **run}
+
+
+def peak_rss_process() -> dict[str, Any]:
+    """`peak_rss_kib` and whose it is (`peak_rss_process`): the peak RSS of the process the
+    runner ran in, read by `protocol.peak_rss_kib` (`source`: VmHWM, or ru_maxrss off
+    Linux). `torch_loaded` is true when a host program called the runner in-process, so
+    the figure includes torch and is not the runner's own."""
+    kib, source = peak_rss_kib()
+    return {"peak_rss_kib": kib,
+            "peak_rss_process": {"pid": os.getpid(), "source": source, "torch_loaded":
+                                 "torch" in sys.modules,
+                                 "argv0": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""}}
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

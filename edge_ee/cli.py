@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from device_runners.argtypes import DefaultsHelpFormatter
 from edge_ee import cli_types as ct
 from edge_ee.errors import EdgeEEError
 from edge_ee.log import configure_logging
@@ -28,11 +29,18 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
     p.add_argument("--exits", default=None, type=ct.exits,
                    help="comma-separated exit point indices that get a head (default: all)")
-    p.add_argument("--normaliser", choices=("mean", "rms"), default="mean")
-    p.add_argument("--shrinkage", type=ct.number(0, 1), default=0.01)
-    p.add_argument("--calib-fraction", type=ct.number(0, 1, lo_open=True), default=0.1)
-    p.add_argument("--search", choices=("greedy", "random"), default="greedy")
-    p.add_argument("--random-vectors", type=ct.integer(1, 10**7), default=100)
+    p.add_argument("--normaliser", choices=("mean", "rms"), default="mean",
+                   help="distance normaliser ν_k of E2CM exits: mean (the paper: mean distance "
+                        "on the calibration part) or rms (closed form from the statistics pass)")
+    p.add_argument("--shrinkage", type=ct.number(0, 1), default=0.01,
+                   help="lda exits: shrinkage of the shared covariance toward its diagonal")
+    p.add_argument("--calib-fraction", type=ct.number(0, 1, lo_open=True), default=0.1,
+                   help="fraction of the training data held out to calibrate thresholds")
+    p.add_argument("--search", choices=("greedy", "random"), default="greedy",
+                   help="threshold search: greedy (budgeted) or random (the paper's random "
+                        "vectors + convex hull)")
+    p.add_argument("--random-vectors", type=ct.integer(1, 10**7), default=100,
+                   help="--search random: how many random threshold vectors")
     p.add_argument("--max-drop", type=ct.number(0, 1), default=0.01,
                    help="largest accuracy drop allowed (0.01 = 1 point): on the calibration "
                         "sample, or, with --delta, certified for new data")
@@ -52,8 +60,10 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=ct.number(0, 1, lo_open=True), default=None,
                    help="instead of --max-drop: the most accurate thresholds within this "
                         "fraction of the full network's FLOPs")
-    p.add_argument("--batch-size", type=ct.integer(1, 1 << 20), default=256)
-    p.add_argument("--seed", type=ct.integer(0, 2**32 - 1), default=0)
+    p.add_argument("--batch-size", type=ct.integer(1, 1 << 20), default=256,
+                   help="samples per batch in the statistics and scoring passes")
+    p.add_argument("--seed", type=ct.integer(0, 2**32 - 1), default=0,
+                   help="random seed (calibration split, subsets, random search)")
     p.add_argument("--exit-overhead-flops", type=ct.number(0), default=0.0,
                    help="FLOPs-equivalent charged per kept exit for its extra runtime call "
                         "in the threshold search (the demo measures it; 0 = pure FLOPs)")
@@ -75,7 +85,8 @@ def _calib_args(p: argparse.ArgumentParser) -> None:
                         "dataset of the model's kind (its test split). Default: a held-out "
                         "part of the training split, with a warning")
     p.add_argument("--calib-samples", type=int, default=None,
-                   help="use a class-balanced random subset of this many --calib-data samples")
+                   help="use a class-balanced random subset of this many --calib-data samples "
+                        "(default: all)")
 
 
 def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
@@ -117,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="Fashion-MNIST end to end: exits, bundle, run, report")
     d.add_argument("--data", default=None, help="Fashion-MNIST IDX folder "
                    "(default: /usr/share/datasets/fashion-mnist or ../shared/data)")
-    d.add_argument("--out", default="edge-ee-demo")
+    d.add_argument("--out", default="edge-ee-demo", help="folder for the bundles, runs and report")
     d.add_argument("--model", default="fashion-resnet", choices=("fashion-resnet", "fashion-cnn"),
                    help="shipped network: fashion-resnet (~100 MFLOPs, the default) or the "
                         "11 MFLOPs fashion-cnn (too small for exits to save time)")
@@ -127,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class-balanced training images for exit statistics and calibration")
     d.add_argument("--samples", type=ct.integer(1), default=2000,
                    help="class-balanced test images for test accuracy and the runner")
-    d.add_argument("--threads", type=ct.integer(1, 1024), default=1)
+    d.add_argument("--threads", type=ct.integer(1, 1024), default=1,
+                   help="intra-op threads of the runtime in edge-ee-run")
     d.add_argument("--pure-flops", action="store_true",
                    help="choose thresholds on FLOPs alone, without the measured boundary costs")
     _fit_args(d)
@@ -164,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image folder: centre crop H,W after --resize (recorded in the "
                         "bundle; default: no crop)")
     b.add_argument("--out", required=True, help="bundle folder to write")
-    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     b.add_argument("--monolithic", action="store_true",
                    help="export the whole network as one graph (no exits), for comparison")
     b.add_argument("--formats", default="onnx", type=ct.formats,
@@ -186,18 +198,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", nargs="+", type=Path, help="results.json files")
     r.add_argument("--bundle", nargs="+", type=Path, required=True,
                    help="the bundle of each results file (one, or one per results file)")
-    r.add_argument("--names", nargs="*", default=None)
-    r.add_argument("--out", type=Path, default=Path("report"))
+    r.add_argument("--names", nargs="*", default=None,
+                   help="a name per results file (default: the file names' stems)")
+    r.add_argument("--out", type=Path, default=Path("report"),
+                   help="folder for report.md, report.json, report.html and the figures")
     r.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
                    help="also write report.html (one self-contained page with the figures)")
 
     t = sub.add_parser("train-cnn", help="train the small Fashion-MNIST CNN")
-    t.add_argument("--data", default=None)
-    t.add_argument("--epochs", type=ct.integer(1, 10**4), default=4)
+    t.add_argument("--data", default=None, help="Fashion-MNIST IDX folder "
+                   "(default: /usr/share/datasets/fashion-mnist or ../shared/data)")
+    t.add_argument("--epochs", type=ct.integer(1, 10**4), default=4, help="training epochs")
     t.add_argument("--out", type=Path, required=True, help=".pt file to write")
     for register in _extensions():
         COMMANDS.update(register(sub))
+    _show_defaults(p)
     return p
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Every parser, nested subcommands too, shows each option's default in --help."""
+    if not issubclass(p.formatter_class, DefaultsHelpFormatter):
+        p.formatter_class = DefaultsHelpFormatter
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
 
 
 def _extensions() -> list:

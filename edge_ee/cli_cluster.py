@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                         "and score it (0: no run)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads for that run")
     p.add_argument("--name", default=None, help="model name in the manifest")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     _fit_args(p)
     return {"cluster": cmd_cluster}
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_ee.cli_training import _flag, build, read_recipe
+from edge_ee.cli_training import _flag, build, config_defaults, read_recipe
 from edge_ee.errors import ConfigError
 
 TUPLES = {"scorers": str, "ratios": float, "seeds": int, "class_balanced": str}
@@ -33,41 +33,47 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
                               "(EEPrune) against random, EL2N and forgetting")
     p.add_argument("--recipe", default=None, help="YAML file with config keys (flags win)")
     _flag(p, "check_keep", help="verify that this keep file belongs to the data, print its summary")
-    _flag(p, "dataset", choices=("fashion-mnist", "cifar10"))
+    _flag(p, "dataset", choices=("fashion-mnist", "cifar10"), help="which dataset to prune")
     _flag(p, "data", help="Fashion-MNIST folder or CIFAR-10 JPEG zip (default: shared data)")
     _flag(p, "train_per_class", int, help="class-balanced random subset of the train split")
-    _flag(p, "test_per_class", int)
+    _flag(p, "test_per_class", int, help="class-balanced random subset of the test split")
     _flag(p, "model", help="compact-cnn | mlp | small-cnn")
     _flag(p, "num_classes", int, help="the model's classes (default: the data's)")
     _flag(p, "scorer", help="eeprune | random | el2n | forgetting")
     _flag(p, "ratio", float, help="fraction of training samples discarded, in [0, 1)")
     _flag(p, "exit", help="EEPrune exit: before | middle | after | an exit index")
-    _flag(p, "pool", int)
+    _flag(p, "pool", int, help="EEPrune: average-pooling size before the exit head")
     _flag(p, "score_epochs", float, help="EEPrune's few-epoch training (fractions allowed)")
     _flag(p, "score_schedule", choices=("one-cycle", "constant"),
           help="EEPrune's training schedule (constant = train_exits' plain SGD)")
-    _flag(p, "el2n_epochs", float)
-    _flag(p, "el2n_seeds", int)
-    _flag(p, "forgetting_epochs", float)
+    _flag(p, "el2n_epochs", float, help="EL2N: epochs trained before scoring")
+    _flag(p, "el2n_seeds", int, help="EL2N: scores averaged over this many seeds")
+    _flag(p, "forgetting_epochs", float,
+          help="forgetting: epochs counted (default: none, i.e. --train-epochs)")
     _flag(p, "train_epochs", float, help="epochs of one full training run / evaluation run")
-    _flag(p, "batch_size", int)
-    _flag(p, "lr", float)
-    _flag(p, "seed", int)
+    _flag(p, "batch_size", int, help="training batch size")
+    _flag(p, "lr", float, help="training learning rate")
+    _flag(p, "seed", int, help="random seed (subsets, scoring, training)")
     _flag(p, "keep_out", help="keep file to write (scoring mode)")
     _flag(p, "scorers", help="--evaluate: comma-separated scorers")
     _flag(p, "ratios", help="--evaluate: comma-separated pruning ratios")
     _flag(p, "seeds", help="--evaluate: comma-separated training seeds")
     _flag(p, "class_balanced", help="--evaluate: scorers also evaluated class-balanced "
           "(each class loses the same fraction; default eeprune; '' for none)")
-    _flag(p, "dp_ratio", float)
-    _flag(p, "ablation_ratio", float)
+    _flag(p, "dp_ratio", float, help="--dp-check: pruning ratio whose discarded set D_p is trained on")
+    _flag(p, "ablation_ratio", float, help="--exit-ablation: pruning ratio of the exit-location runs")
     _flag(p, "out", help="report folder (--evaluate)")
-    _flag(p, "threads", int)
+    _flag(p, "threads", int, help="torch threads")
     _flag(p, "profile", help="hardware profile for (estimated) energy")
-    _flag(p, "power_source")
+    _flag(p, "power_source", help="power source for the energy figures (as in edge-ee-run)")
+    bool_help = {"evaluate": "train fresh models on what each scorer keeps; write the report",
+                 "dp_check": "--evaluate: also train on the discarded set D_p at --dp-ratio",
+                 "exit_ablation": "--evaluate: EEPrune at before / middle / after exits",
+                 "progress": "progress lines while training"}
     for name in BOOLS:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name,
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=bool_help[name],
                        action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+    config_defaults(p, ("", ("edge_ee.dataprune.config", "PruneDataConfig")))
     return {"prune-data": cmd_prune_data}
 
 

@@ -8,10 +8,38 @@ from pathlib import Path
 
 import numpy as np
 
+from device_runners.argtypes import DefaultsHelpFormatter
+from edge_ee.pack import PLATFORMS
+
 
 def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
-    p = sub.add_parser("pack-runner", help="build a single-file edge-ee-run.pyz for devices")
-    p.add_argument("--out", type=Path, default=Path("edge-ee-run.pyz"))
+    p = sub.add_parser("pack-runner", help="build a single-file edge-ee-run.pyz for devices",
+                       description="Plain (default): the runner's code only; the device needs "
+                       "numpy, pyyaml and onnxruntime. With --platform: those vendored for that "
+                       "platform (shiv); the device needs only Python 3. It extracts its "
+                       "native libraries once to ~/.shiv (--extract-root, or SHIV_ROOT at run "
+                       "time). Offline: fill a folder on a connected machine with the `pip download` "
+                       "this command prints when the package index cannot be reached, and pass "
+                       "--wheels DIR.",
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("edge-ee-run.pyz"), help=".pyz file to write")
+    p.add_argument("--platform", choices=sorted(PLATFORMS), default=None,
+                   help="vendor numpy, pyyaml and onnxruntime for this platform (default: "
+                        "none, the plain .pyz)")
+    p.add_argument("--python", default="3.11",
+                   help="with --platform: the device's Python version, MAJOR.MINOR")
+    p.add_argument("--glibc", default="2.31",
+                   help="with --platform: the device's glibc (ldd --version); wheels needing a "
+                        "newer one are not used (Raspberry Pi OS 12: 2.36, Ubuntu 20.04: 2.31)")
+    p.add_argument("--wheels", type=Path, default=None,
+                   help="with --platform: take the wheels from this folder, no package index "
+                        "(default: pip download them now)")
+    p.add_argument("--constraints", type=Path, default=None,
+                   help="with --platform: pin versions with this pip constraints file (default: "
+                        "the repository's constraints.txt when there is one)")
+    p.add_argument("--extract-root", default=None,
+                   help="with --platform: folder the device extracts the archive's libraries "
+                        "to, or $VAR (default: ~/.shiv; SHIV_ROOT overrides it at run time)")
     s = sub.add_parser("samples", help="write the runner's --input .npz from your data "
                        "(seeded, class-balanced subset)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -42,8 +70,13 @@ def cmd_samples(a: argparse.Namespace) -> int:
 
 
 def cmd_pack_runner(a: argparse.Namespace) -> int:
-    from edge_ee.pack import pack_runner
-    path = pack_runner(a.out)
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB); on the device: "
+    from edge_ee.pack import PackConfig, pack_runner
+    cfg = PackConfig(out=a.out, platform=a.platform, python=a.python, glibc=a.glibc,
+                     wheels=a.wheels, constraints=a.constraints, extract_root=a.extract_root)
+    path = pack_runner(cfg)
+    needs = (f"only Python {a.python}; the first run extracts its libraries to "
+             f"{a.extract_root or '~/.shiv'} (SHIV_ROOT overrides)" if a.platform else
+             "numpy, pyyaml and onnxruntime installed")
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); on the device ({needs}): "
           f"python3 {path.name} BUNDLE --input samples.npz --out results.json")
     return 0

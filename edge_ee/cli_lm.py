@@ -26,6 +26,14 @@ def _exits(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--exits {text!r}: write block numbers, e.g. 1,2,3") from err
 
 
+STATS_HELP = "sequences sampled from the model for the exit statistics"
+LENGTH_HELP = "tokens per sampled sequence (at most the model's context)"
+INIT_HELP = ("exit-head init: random, copy, class-aware-target, class-aware-input or mix "
+             "(α·class-aware + (1−α)·copy)")
+SCALE_HELP = ("class-aware logits: none (raw W·R + η), posterior (divided by N₀/2) or fitted "
+              "(divided by a temperature fitted by NLL on the statistics data)")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="stories260K",
                    help="stories260K, a llama2.c v0 .bin, char-gpt or a char GPT .pt")
@@ -39,58 +47,63 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     s = lm.add_subparsers(dest="lm_command", required=True)
     g = s.add_parser("generate", help="greedy decoding with the torch model (full depth)")
     _model_args(g)
-    g.add_argument("--prompt", default="")
-    g.add_argument("--max-new-tokens", type=int, default=60)
+    g.add_argument("--prompt", default="", help="text to continue (default: empty, the start token)")
+    g.add_argument("--max-new-tokens", type=int, default=60, help="tokens to generate")
     e = s.add_parser("init-eval", help="zero-training next-token accuracy of each exit-head "
                                        "init and grouping at every exit, on held-out real text")
     _model_args(e)
     e.add_argument("--exits", default=None, help="blocks with an exit (default: all but last)")
-    e.add_argument("--stats-sequences", type=int, default=150)
-    e.add_argument("--sequence-length", type=int, default=256)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--stats-sequences", type=int, default=150, help=STATS_HELP)
+    e.add_argument("--sequence-length", type=int, default=256, help=LENGTH_HELP)
+    e.add_argument("--seed", type=int, default=0, help="random seed of the sampled sequences")
     t = s.add_parser("train-exits", help="train exit heads from an init; curves vs steps")
     _model_args(t)
-    t.add_argument("--exits", default=None)
-    t.add_argument("--init", default="mix")
+    t.add_argument("--exits", default=None, help="blocks with an exit (default: all but last)")
+    t.add_argument("--init", default="mix", help=INIT_HELP)
     t.add_argument("--setting", choices=("backbone", "nothing"), default="backbone",
                    help="backbone: all but the LM heads frozen; nothing: nothing frozen")
-    t.add_argument("--logit-scale", choices=("none", "posterior", "fitted"), default="fitted")
-    t.add_argument("--steps", type=int, default=200)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--eval-every", type=int, default=10)
-    t.add_argument("--alpha", type=float, default=None)
+    t.add_argument("--logit-scale", choices=("none", "posterior", "fitted"), default="fitted",
+                   help=SCALE_HELP)
+    t.add_argument("--steps", type=int, default=200, help="training steps")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (Adam)")
+    t.add_argument("--batch-size", type=int, default=8, help="sequences per step")
+    t.add_argument("--eval-every", type=int, default=10, help="held-out accuracy every N steps")
+    t.add_argument("--alpha", type=float, default=None,
+                   help="mix: weight α of class-aware (default: 0.8 with --setting backbone, 0.6 "
+                        "with nothing; --fit-alpha chooses it)")
     t.add_argument("--fit-alpha", action="store_true",
                    help="mix: choose alpha by NLL on the statistics sequences")
-    t.add_argument("--stats-sequences", type=int, default=150)
-    t.add_argument("--sequence-length", type=int, default=256)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--stats-sequences", type=int, default=150, help=STATS_HELP)
+    t.add_argument("--sequence-length", type=int, default=256, help=LENGTH_HELP)
+    t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--csv", default=None, help="write the curve as CSV")
     b = s.add_parser("build", help="early-exit (or --monolithic) decoding bundle for edge-ee-run")
     _model_args(b)
-    b.add_argument("--out", required=True)
-    b.add_argument("--exits", default="2")
-    b.add_argument("--init", default="mix")
-    b.add_argument("--logit-scale", choices=("none", "posterior", "fitted"), default="fitted")
-    b.add_argument("--train-steps", type=int, default=200)
-    b.add_argument("--lr", type=float, default=3e-3)
-    b.add_argument("--stats-sequences", type=int, default=150)
-    b.add_argument("--sequence-length", type=int, default=256)
-    b.add_argument("--min-agreement", type=float, default=0.96)
+    b.add_argument("--out", required=True, help="bundle folder to write")
+    b.add_argument("--exits", default="2", help="comma-separated blocks with an exit")
+    b.add_argument("--init", default="mix", help=INIT_HELP)
+    b.add_argument("--logit-scale", choices=("none", "posterior", "fitted"), default="fitted",
+                   help=SCALE_HELP)
+    b.add_argument("--train-steps", type=int, default=200, help="exit-head training steps")
+    b.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
+    b.add_argument("--stats-sequences", type=int, default=150, help=STATS_HELP)
+    b.add_argument("--sequence-length", type=int, default=256, help=LENGTH_HELP)
+    b.add_argument("--min-agreement", type=float, default=0.96,
+                   help="thresholds keep at least this agreement with full-depth tokens")
     b.add_argument("--new-tokens", type=int, default=64, help="default tokens per prompt on the device")
     b.add_argument("--exit-policy", choices=("calm", "verify"), default="calm",
                    help="the device's default: calm (an exit's token is final) or verify "
                         "(exits draft, the last segment verifies: output = full depth)")
-    b.add_argument("--monolithic", action="store_true")
-    b.add_argument("--overwrite", action="store_true")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--monolithic", action="store_true", help="the full model as one graph, no exits")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    b.add_argument("--seed", type=int, default=0, help="random seed")
     c = s.add_parser("train-char", help="pretrain the character-level GPT on tinyshakespeare")
-    c.add_argument("--out", required=True)
+    c.add_argument("--out", required=True, help=".pt file to write")
     c.add_argument("--text", default=None, help="default ../shared/data/tinyshakespeare.txt")
-    c.add_argument("--steps", type=int, default=800)
-    c.add_argument("--batch-size", type=int, default=24)
-    c.add_argument("--lr", type=float, default=3e-3)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--steps", type=int, default=800, help="training steps")
+    c.add_argument("--batch-size", type=int, default=24, help="sequences per step")
+    c.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
+    c.add_argument("--seed", type=int, default=0, help="random seed")
     return {"lm": cmd_lm}
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device_runners.argtypes import DefaultsHelpFormatter
 from edge_ee.errors import ConfigError
 
 TUPLE_FIELDS = {"exits": int, "exit_weights": float, "ignore_layers": str}
@@ -60,37 +61,80 @@ def _flag(p: argparse.ArgumentParser, name: str, typ: Any = str, **kw: Any) -> N
                    default=argparse.SUPPRESS, **kw)
 
 
+#: config dataclasses whose fields give the flags' defaults: (module, class)
+JOB = ("edge_ee.cli_training", "JobConfig")
+TRAIN = ("edge_ee.exits.trained", "TrainExitsConfig")
+PRUNE = ("edge_ee.pruning.config", "PruneConfig")
+
+
+class ConfigDefaultsFormatter(DefaultsHelpFormatter):
+    """`--help` for flags whose default is a config dataclass field (the flag itself defaults
+    to SUPPRESS so a recipe can give the value): the field's default, looked up only when
+    help is shown (the configs' modules import torch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        sources = getattr(action, "config_sources", None)
+        if not sources or action.default is not argparse.SUPPRESS or "default" in text.lower():
+            return super()._get_help_string(action)
+        import importlib
+        for module, cls, name in sources:
+            fields = {f.name: f for f in dataclasses.fields(
+                getattr(importlib.import_module(module), cls))}
+            if name in fields:
+                f = fields[name]
+                v = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                shown = ("none" if v is None or v == () else
+                         ",".join(map(str, v)) if isinstance(v, tuple) else str(v))
+                return f"{text} (default: {shown})".replace("%", "%%")
+        return text
+
+
+def config_defaults(p: argparse.ArgumentParser, *sources: tuple[str, tuple[str, str]]) -> None:
+    """Let `--help` show each SUPPRESS flag's default from the first of `sources`
+    ((dest prefix, (module, class)) pairs) that has the field."""
+    p.formatter_class = ConfigDefaultsFormatter
+    for a in p._actions:
+        if a.option_strings and a.default is argparse.SUPPRESS and a.dest != "help":
+            a.config_sources = [(mod, cls, a.dest[len(prefix):])  # type: ignore[attr-defined]
+                                for prefix, (mod, cls) in sources if a.dest.startswith(prefix)]
+
+
 def _job_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, help="YAML file with config keys (flags win)")
     _flag(p, "model", help="'fashion-cnn' or a CIFAR ResNet .npz (default fashion-cnn)")
     _flag(p, "data", help="Fashion-MNIST folder or CIFAR-10 JPEG zip (default: shared data)")
     _flag(p, "train_subset", int, help="seeded subset of the training split")
-    _flag(p, "test_subset", int)
-    _flag(p, "calib_fraction", float)
+    _flag(p, "test_subset", int, help="seeded subset of the test split")
+    _flag(p, "calib_fraction", float,
+          help="fraction of the training split held out to calibrate thresholds")
     _flag(p, "max_drop", float, help="accuracy drop allowed when choosing thresholds")
     _flag(p, "out", help="bundle folder to export")
-    p.add_argument("--overwrite", dest="overwrite", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--overwrite", dest="overwrite", action="store_true", default=argparse.SUPPRESS,
+                   help="replace an existing bundle at --out")
     _flag(p, "report", help="JSON report file")
     _flag(p, "exits_file", help="trained exit heads (.pt + .sha256): train-exits writes them "
           "there, prune reuses them instead of training new exits (default: none)")
 
 
 def _train_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    _flag(p, f"{prefix}mode", choices=("ic-only", "joint"))
+    _flag(p, f"{prefix}mode", choices=("ic-only", "joint"),
+          help="exit training: ic-only (SDN, backbone frozen) or joint (BranchyNet)")
     _flag(p, f"{prefix}exits", help="comma-separated exit points that get a head (default all)")
-    _flag(p, f"{prefix}pool", int)
-    _flag(p, f"{prefix}epochs", int)
-    _flag(p, f"{prefix}max_steps", int)
+    _flag(p, f"{prefix}pool", int, help="average-pooling size before each linear exit head")
+    _flag(p, f"{prefix}epochs", int, help="epochs of exit training")
+    _flag(p, f"{prefix}max_steps", int, help="stop exit training after this many SGD steps")
     if not prefix:
-        _flag(p, "batch_size", int)
-        _flag(p, "lr", float)
-        _flag(p, "backbone_lr", float)
-        _flag(p, "momentum", float)
-        _flag(p, "weight_decay", float)
-        _flag(p, "exit_weights", help="joint: comma-separated loss weight per exit")
-        _flag(p, "final_weight", float)
-        _flag(p, "confidence", choices=("max_softmax", "entropy"))
-        _flag(p, "seed", int)
+        _flag(p, "batch_size", int, help="training batch size")
+        _flag(p, "lr", float, help="learning rate of the exit heads")
+        _flag(p, "backbone_lr", float, help="joint: learning rate of the backbone")
+        _flag(p, "momentum", float, help="SGD momentum")
+        _flag(p, "weight_decay", float, help="SGD weight decay")
+        _flag(p, "exit_weights", help="joint: comma-separated loss weight per exit (default: 1 each)")
+        _flag(p, "final_weight", float, help="joint: loss weight of the final classifier")
+        _flag(p, "confidence", choices=("max_softmax", "entropy"),
+              help="exit confidence the thresholds apply to")
+        _flag(p, "seed", int, help="random seed (subsets, head init, batches)")
 
 
 def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -98,22 +142,26 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
                               "BranchyNet joint), calibrate, export a bundle")
     _job_flags(t)
     _train_flags(t)
+    config_defaults(t, ("", JOB), ("", TRAIN))
     p = subparsers.add_parser("prune", help="train exits, then prune the early-exit network "
                               "(unstructured/structured × simultaneous/sequential)")
     _job_flags(p)
     _flag(p, "plot", help="per-layer sparsity figure (PNG; most useful with --schedule both)")
-    _flag(p, "method", choices=("unstructured", "structured"))
-    _flag(p, "schedule", choices=("simultaneous", "sequential", "both"))
+    _flag(p, "method", choices=("unstructured", "structured"),
+          help="unstructured (global weight magnitude) or structured (torch-pruning channel groups)")
+    _flag(p, "schedule", choices=("simultaneous", "sequential", "both"),
+          help="prune backbone and exits together, backbone then exits, or both compared")
     _flag(p, "ratio", float, help="fraction of weights (unstructured) or channels (structured)")
-    _flag(p, "rounds", int)
-    _flag(p, "steps_per_round", int)
-    _flag(p, "exit_steps_per_round", int)
-    _flag(p, "batch_size", int)
-    _flag(p, "lr", float)
-    _flag(p, "exit_lr", float)
-    _flag(p, "exit_weight", float)
+    _flag(p, "rounds", int, help="prune → fine-tune rounds")
+    _flag(p, "steps_per_round", int, help="fine-tuning SGD steps after each round")
+    _flag(p, "exit_steps_per_round", int,
+          help="sequential: exit fine-tuning steps per round in phase 2 (none: --steps-per-round)")
+    _flag(p, "batch_size", int, help="fine-tuning batch size")
+    _flag(p, "lr", float, help="backbone fine-tuning learning rate")
+    _flag(p, "exit_lr", float, help="exit heads fine-tuning learning rate")
+    _flag(p, "exit_weight", float, help="loss weight of every exit in joint fine-tuning (final: 1)")
     _flag(p, "ignore_layers", help="comma-separated module names never pruned")
-    _flag(p, "seed", int)
+    _flag(p, "seed", int, help="random seed (subsets, pruning, batches)")
     _flag(p, "recovery", choices=("ce", "distill"), help="loss of every fine-tuning step: "
           "cross-entropy on the labels, or distillation from the unpruned network (default ce)")
     _flag(p, "recover_epochs", float, help="recovery fine-tuning after the last round, in "
@@ -132,6 +180,7 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     _flag(p, "max_accuracy_drop", float, help="warn when the final accuracy drops more than "
           "this versus the unpruned network (default 0.03 = 3 points)")
     _train_flags(p, "train_")
+    config_defaults(p, ("", JOB), ("", PRUNE), ("train_", TRAIN))
     return {"train-exits": cmd_train_exits, "prune": cmd_prune}
 
 

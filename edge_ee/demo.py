@@ -20,6 +20,7 @@ faster), `lda:2` keeps two that 96 % take (FLOPs 0.33, accuracy within 0.1 point
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from device_runners import cli as run_cli
 from device_runners.manifest import load_bundle
 from device_runners.results import load_results
 from edge_ee.data import ImageSplit, atomic_save_npz, balanced_indices, load_fashion_mnist
@@ -166,10 +166,12 @@ def run_bundles(build: DemoBuild, out: Path, threads: int = 1) -> list[dict]:
     """Step 5: `edge-ee-run` on the sample, full network then early exit; their summaries."""
     atomic_save_npz(out / "test_samples.npz", x=build.sample.images, y=build.sample.labels)
     for b, name in ((build.full, "full"), (build.bundle, "early-exit")):
-        code = run_cli.main([str(b), "--input", str(out / "test_samples.npz"),
-                             "--out", str(out / f"results-{name}.json"),
-                             "--threads", str(threads), "--idle-s", "1",
-                             "--min-duration-s", "2", "--quiet"])
+        # its own process, as on a device: results' peak RSS is the runner's, not torch's
+        code = subprocess.run([sys.executable, "-m", "device_runners.cli", str(b),
+                               "--input", str(out / "test_samples.npz"),
+                               "--out", str(out / f"results-{name}.json"),
+                               "--threads", str(threads), "--idle-s", "1",
+                               "--min-duration-s", "2", "--quiet"]).returncode
         if code != 0:
             raise SystemExit(code)
     return [summarize(load_results(out / f"results-{nm}.json"), load_bundle(b))

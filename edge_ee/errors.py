@@ -26,6 +26,7 @@ __all__ = [
     "ExportValidationError",
     "InputSpecError",
     "ModelError",
+    "PackError",
     "ProfileError",
     "QuantizationError",
     "ResultsError",
@@ -47,3 +48,7 @@ class CalibrationError(EdgeEEError):
 
 
 
+
+
+class PackError(EdgeEEError):
+    """A self-contained runner cannot be packed: no wheels for the platform, or the packer failed."""

@@ -18,6 +18,12 @@
 #      QEMU_CPU=cortex-a72 (a Pi 4's core) for each backend the bundle's formats allow
 #      (override with EDGE_EE_AARCH64_BACKENDS="onnxruntime tflite"), then a comparison.
 # Emulated timings are meaningless; only the decisions are compared.
+#
+# EDGE_EE_AARCH64_PYZ=1: instead of steps 3-4's pip-installed site, pack the self-contained
+# runner (`edge-ee pack-runner --platform linux_aarch64 --python 3.11`, numpy, pyyaml and
+# onnxruntime vendored, wheels from PyPI on the host) and run it with the root's plain
+# python3 -I (nothing pip-installed in the root; the archive extracts its libraries to
+# $WORK/shiv), onnxruntime backend only.
 set -euo pipefail
 
 BUNDLE=$(realpath "${1:?usage: scripts/aarch64_check.sh BUNDLE [INPUT.npz]}")
@@ -63,9 +69,33 @@ fi
 APY=("qemu-aarch64" "-L" "$ROOT" "$ROOT/usr/bin/python3.11")
 log "arm64 python: $("${APY[@]}" -c 'import platform, sys; print(platform.machine(), sys.version.split()[0])')"
 
+PYZ_MODE=${EDGE_EE_AARCH64_PYZ:-0}
+RUN_ARGS=(--mode single --threads 1 --warmup-runs 1 --min-runs 1 --min-duration-s 0 --quiet)
+[ -n "$INPUT" ] && RUN_ARGS+=(--input "$INPUT")
+if [ "$PYZ_MODE" = 1 ]; then
+    # 3'. the self-contained runner, run by the root's bare python3 -----------------------
+    PYZ=$WORK/edge-ee-run-aarch64.pyz
+    log "edge-ee pack-runner --platform linux_aarch64 --python 3.11 (wheels from the index)"
+    (cd "$REPO" && PYTHONPATH="$REPO" "$HOST_PY" -m edge_ee.cli pack-runner --platform linux_aarch64 \
+        --python 3.11 --glibc 2.36 --out "$PYZ")
+    if "${APY[@]}" -I -c "import numpy" 2>/dev/null; then
+        echo "the arm64 root's python3 has numpy: not a bare device" >&2; exit 1
+    fi
+    log "arm64 root python3 -I: no numpy, yaml or onnxruntime importable"
+    log "edge-ee-run --backend onnxruntime: x86 (installed)"
+    (cd "$REPO" && "$HOST_PY" -m device_runners.cli "$BUNDLE" --backend onnxruntime \
+        --out "$WORK/x86-pyz.json" "${RUN_ARGS[@]}")
+    log "python3 -I edge-ee-run-aarch64.pyz --backend onnxruntime: arm64 under qemu"
+    rm -rf "$WORK/shiv"
+    SHIV_ROOT=$WORK/shiv "${APY[@]}" -I "$PYZ" "$BUNDLE" --backend onnxruntime \
+        --out "$WORK/arm64-pyz.json" "${RUN_ARGS[@]}"
+    log "extracted to $(ls -d "$WORK"/shiv/*/ | head -1) ($(du -sh "$WORK/shiv" | cut -f1))"
+    BACKENDS=(pyz)
+fi
+
 # 3. arm64 wheels, installed inside ------------------------------------------------------
 PKGS=(numpy pyyaml onnxruntime ai-edge-litert)
-if [ ! -f "$SITE/.installed" ]; then
+if [ "$PYZ_MODE" != 1 ] && [ ! -f "$SITE/.installed" ]; then
     log "pip download (aarch64 wheels): ${PKGS[*]}"
     mkdir -p "$WHEELS"
     "$HOST_PY" -m pip download -q --only-binary=:all: --implementation cp --python-version 3.11 \
@@ -81,6 +111,7 @@ if [ ! -f "$SITE/.installed" ]; then
 fi
 
 # 4. the runner, on x86 and on arm64 -------------------------------------------------------
+if [ "$PYZ_MODE" != 1 ]; then
 rm -rf "$OPT/device_runners"
 mkdir -p "$OPT"
 cp -r "$REPO/device_runners" "$OPT/"
@@ -100,8 +131,6 @@ print(" ".join(FORMAT_BACKENDS[f] for f in load_bundle(sys.argv[1]).formats if f
 EOF
 )"
 fi
-RUN_ARGS=(--mode single --threads 1 --warmup-runs 1 --min-runs 1 --min-duration-s 0 --quiet)
-[ -n "$INPUT" ] && RUN_ARGS+=(--input "$INPUT")
 for b in "${BACKENDS[@]}"; do
     log "edge-ee-run --backend $b: x86"
     (cd "$REPO" && "$HOST_PY" -m device_runners.cli "$BUNDLE" --backend "$b" --out "$WORK/x86-$b.json" "${RUN_ARGS[@]}")
@@ -109,6 +138,7 @@ for b in "${BACKENDS[@]}"; do
     PYTHONPATH="$SITE:$OPT" "${APY[@]}" -m device_runners.cli "$BUNDLE" --backend "$b" \
         --out "$WORK/arm64-$b.json" "${RUN_ARGS[@]}" 2> >(grep -v "XNNPACK delegate" >&2)
 done
+fi
 
 log "compare"
 "$HOST_PY" - "$WORK" "${BACKENDS[@]}" <<'EOF'
@@ -127,6 +157,8 @@ for b in backends:
           f"arm64: {a['environment'].get('machine', '?')} {a['backend']['version']}  "
           f"self-check {a['self_check']['passed'] if a.get('self_check') else 'skipped'}  "
           f"{'OK' if ok else 'MISMATCH'}")
+    print(f"{'':17s} arm64 runner from {a['environment'].get('runner_file')} "
+          f"(python {a['environment'].get('python')}, numpy {a['environment'].get('numpy')})")
 sys.exit(1 if bad else 0)
 EOF
 log "done"

@@ -34,3 +34,17 @@ def test_runner_on_aarch64_matches_x86(tmp_path: Path, fashion, fashion_fitted) 
     print(r.stdout[-4000:], r.stderr[-4000:])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "MISMATCH" not in r.stdout and r.stdout.count(" OK") >= 2
+
+
+@pytest.mark.shared_data
+def test_vendored_pyz_on_aarch64_matches_x86(tmp_path: Path, fashion_bundle: Path,
+                                             fashion_samples: Path) -> None:
+    """`edge-ee pack-runner --platform linux_aarch64` run by the arm64 root's bare python3
+    (nothing pip-installed) decides exactly like the installed x86 runner."""
+    r = subprocess.run(["bash", str(ROOT / "scripts/aarch64_check.sh"), str(fashion_bundle),
+                        str(fashion_samples)], capture_output=True, text=True, timeout=3600,
+                       env={**os.environ, "PYTHON": sys.executable, "EDGE_EE_AARCH64_PYZ": "1"})
+    print(r.stdout[-4000:], r.stderr[-4000:])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "pyz " in r.stdout and " OK" in r.stdout and "MISMATCH" not in r.stdout
+    assert "/shiv/edge-ee-run-aarch64.pyz_" in r.stdout and "aarch64" in r.stdout

@@ -47,6 +47,14 @@ def test_quick_start_demo_end_to_end(tmp_path: Path, data_dir: Path) -> None:
     assert over["source"] == "host" and len(over["fraction"]) == 4
     y = np.load(tmp_path / "demo" / "test_samples.npz")["y"]
     assert np.bincount(y, minlength=10).tolist() == [30] * 10  # class-balanced, not the first 300
+    # the runner ran in its own process: its peak RSS is its own, not the torch host's
+    res = json.loads((tmp_path / "demo" / "results-early-exit.json").read_text())
+    assert res["peak_rss_process"]["torch_loaded"] is False
+    assert res["peak_rss_process"]["source"] == "VmHWM"
+    # ru_maxrss would carry the torch parent's ~680 MiB over fork + exec; VmHWM does not
+    assert res["peak_rss_kib"] < 400 * 1024, res["peak_rss_kib"]
+    assert ee["peak_rss_torch_loaded"] is False and "peak RSS of the runner process" in r.stdout
+    assert "includes torch" not in r.stdout
 
 
 def test_runner_cli_results_and_report(tmp_path: Path, fashion_bundle: Path,

@@ -65,6 +65,8 @@ def summarize(results: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
         "init_ns": results.get("init_ns"),
         "first_inference_ns": results.get("first_inference_ns"),
         "peak_rss_kib": results.get("peak_rss_kib"),
+        # None for results from before the field: whose RSS it was is unknown
+        "peak_rss_torch_loaded": (results.get("peak_rss_process") or {}).get("torch_loaded"),
         "profile": {"name": prof.get("name"), "how": prof.get("how"),
                     "warnings": list(prof.get("warnings") or [])},
         "power_line": power_line(results.get("power") or {}),

@@ -110,7 +110,9 @@ def overview_table(sums: list[dict[str, Any]], names: list[str]) -> Table:
                               base.get("latency_ns", {}).get("p50")))
     row("first inference (ms)", lambda s: _ms(s["first_inference_ns"]))
     row("init (ms)", lambda s: _ms(s["init_ns"]))
-    row("peak RSS (MiB)", lambda s: s["peak_rss_kib"] and s["peak_rss_kib"] / 1024)
+    row("peak RSS of the runner process (MiB)", lambda s: s["peak_rss_kib"] and (
+        s["peak_rss_kib"] / 1024 if not s.get("peak_rss_torch_loaded")
+        else f"{fmt(s['peak_rss_kib'] / 1024)} (in-process call: includes torch)"))
     row("power label", lambda s: "no power data" if s.get("energy") is None
         else s["energy"]["label"])
     row("mean power (mW)", energy("mean_power_mw"))
