@@ -45,8 +45,9 @@ def main() -> None:
     conf, per_exit = np.zeros((k, k), np.int64), []
     for i in idx:
         out = execute(bundle, backend, normalize_images(test.images[i : i + 1]))
-        conf += confusion(out.prediction, test.labels[i], k, IGNORE_INDEX)
-        per_exit.append(np.bincount(out.exit, minlength=len(bundle.segments)))
+        # token outcomes have one row per image of the call: (1, H, W) and (1, tokens)
+        conf += confusion(out.prediction[0], test.labels[i], k, IGNORE_INDEX)
+        per_exit.append(np.bincount(out.exit[0], minlength=len(bundle.segments)))
     cost = bundle.manifest["segmentation"]["cost"]
     flops = masked_flops(np.array(per_exit), cost).mean() / cost["full_flops"]
     share = np.sum(per_exit, 0) / np.sum(per_exit)
