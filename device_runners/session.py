@@ -180,7 +180,8 @@ def measure_window(cfg: SessionConfig, warm: Callable[[], int | None],
         except (EdgeEEError, OSError, ValueError) as err:
             power["errors"].append({"timestamp_ns": end_ns, "error": str(err)})
     source.close()
-    power.update(reason=reason, idle=idle, window_ns=[start_ns, end_ns],
+    power.update(reason=reason, probe_failures=list(getattr(source, "probe_failures", [])),
+                 idle=idle, window_ns=[start_ns, end_ns],
                  healthy=sampler.healthy, is_estimate=bool(source.is_estimate),
                  update_period_ms=source.update_period_ms)
     return {

@@ -125,9 +125,9 @@ if [ -n "${EDGE_EE_AARCH64_BACKENDS:-}" ]; then
 else
     read -r -a BACKENDS <<<"$("$HOST_PY" - "$BUNDLE" <<'EOF'
 import sys
-from device_runners.backends import FORMAT_BACKENDS
+from device_runners.backends import format_backends
 from device_runners.manifest import load_bundle
-print(" ".join(FORMAT_BACKENDS[f] for f in load_bundle(sys.argv[1]).formats if f in FORMAT_BACKENDS))
+fb = format_backends(); print(" ".join(fb[f] for f in load_bundle(sys.argv[1]).formats if f in fb))
 EOF
 )"
 fi

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from device_runners.errors import EdgeEEError, PowerSourceError
 from device_runners.power.base import POWER_SOURCES, PowerSource, create_power_source
 from device_runners.power.estimated import EstimatedPower, NullPower
 from device_runners.power.sampler import PowerSampler
+
+_log = logging.getLogger(__name__)
 
 #: Probed (in this order) after the profile's own sensors when `requested` is "auto".
 GENERIC_PROBES = ("ina3221_hwmon", "ina3221_iio", "rpi5_pmic", "ina2xx_hwmon", "rapl")
@@ -241,6 +244,10 @@ def choose_power_source(profile: Any = None, requested: str | None = "auto", *,
         null.open()
         return null, "power not measured (--power-source null): latency only"
     why = "; ".join(failures) if failures else "requested"
+    if requested == "auto" and failures:  # one short line; each probe's reason is kept apart
+        for failure in failures:
+            _log.info("power probe failed: %s", failure)
+        why = "tried " + ", ".join(name for name, _ in candidates)
     if requested == "estimated" and profile is None:
         why = "estimated power needs a hardware profile (--profile NAME)"
     if profile is not None:
@@ -248,6 +255,7 @@ def choose_power_source(profile: Any = None, requested: str | None = "auto", *,
             est = EstimatedPower(root, profile=profile)
             est.open()
             est.read()
+            est.probe_failures = list(failures)
             return est, (f"no power sensor could be read ({why}); using ESTIMATED power from "
                          f"profile '{profile.name}' (idle + utilisation x (max - idle))"
                          if failures else f"ESTIMATED power from profile '{profile.name}' "
@@ -257,5 +265,6 @@ def choose_power_source(profile: Any = None, requested: str | None = "auto", *,
             why = "; ".join(failures)
     null = NullPower(root)
     null.open()
+    null.probe_failures = list(failures)
     hint = "" if profile is not None else " (pass --profile to get an estimate)"
     return null, f"no power source available ({why}); latency only{hint}"
