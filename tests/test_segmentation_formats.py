@@ -22,6 +22,12 @@ import pytest
 
 from edge_ee.data import shared_data_dir
 
+# every bundle here carries TFLite files (the README's quick-start install has no tflite
+# extra; CI installs it, so nothing skips there)
+pytest.importorskip("litert_torch", reason="TFLite export needs litert-torch: pip install '.[tflite]'")
+pytest.importorskip("ai_edge_litert", reason="the TFLite backend needs ai-edge-litert: "
+                    "pip install '.[tflite]'")
+
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = shared_data_dir() / "camvid-120x160.npz"
 pytestmark = pytest.mark.shared_data
