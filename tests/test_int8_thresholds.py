@@ -5,9 +5,6 @@ exactly the operating point that calibration recorded (real data, real onnxrunti
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +12,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from tests.helpers_cli import run_cli
 from tests.helpers_data import SHARED_DATA, needs_fashion, write_fashion_folder
 
-BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.shared_data, needs_fashion, pytest.mark.slow]
-
-
-def _cli(name: str, *args: str) -> subprocess.CompletedProcess:
-    exe = BIN / name
-    mod = {"edge-ee": "edge_ee.cli", "edge-ee-run": "device_runners.cli"}[name]
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", mod]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
 
 
 def _threshold(path: Path) -> float:
@@ -44,7 +33,7 @@ def test_int8_thresholds_match_their_calibration(tmp_path: Path) -> None:
     data = write_fashion_folder(tmp_path / "fm", balanced_subset(tr, 3000, seed=1)[0],
                                 balanced_subset(te, 1000, seed=1)[0])
     out = tmp_path / "b"
-    r = _cli("edge-ee", "build", "--model", "fashion-cnn", "--data", str(data), "--out",
+    r = run_cli("edge-ee", "build", "--model", "fashion-cnn", "--data", str(data), "--out",
              str(out), "--int8", "--calib-data", "test", "--calib-samples", "500",
              "--batch-size", "500", "--max-drop", "0.02")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -71,7 +60,7 @@ def test_int8_thresholds_match_their_calibration(tmp_path: Path) -> None:
     calib, _ = balanced_subset(load_fashion_mnist("test", data), 500, seed=0)
     np.savez(tmp_path / "calib.npz", x=calib.images, y=calib.labels)
     res = tmp_path / "r.json"
-    r = _cli("edge-ee-run", str(out), "--backend", "onnxruntime-int8", "--input",
+    r = run_cli("edge-ee-run", str(out), "--backend", "onnxruntime-int8", "--input",
              str(tmp_path / "calib.npz"), "--out", str(res), "--profile", "none", "--idle-s", "0",
              "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]

@@ -5,26 +5,15 @@ onnxruntime timing): `edge-ee build --candidates` → `edge-ee-run --measure-ove
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from device_runners.manifest import sha256_file
+from tests.helpers_cli import run_cli
 from tests.helpers_data import needs_fashion, write_fashion_folder
 
-BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.shared_data, needs_fashion]
-
-
-def _cli(name: str, *args: str) -> subprocess.CompletedProcess:
-    exe = BIN / name
-    mod = {"edge-ee": "edge_ee.cli", "edge-ee-run": "device_runners.cli"}[name]
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", mod]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +28,11 @@ def flow(tmp_path_factory) -> dict[str, Path]:
     data = write_fashion_folder(root / "fm", balanced_subset(tr, 3000, seed=1)[0],
                                 balanced_subset(te, 1000, seed=1)[0])
     cand = root / "cand"
-    r = _cli("edge-ee", "-q", "build", "--model", "fashion-cnn", "--data", str(data), "--out",
+    r = run_cli("edge-ee", "-q", "build", "--model", "fashion-cnn", "--data", str(data), "--out",
              str(cand), "--candidates", "--batch-size", "500")
     assert r.returncode == 0, r.stderr[-3000:]
     ovh = root / "ovh.json"
-    r = _cli("edge-ee-run", str(cand), "--measure-overheads", "--out", str(ovh),
+    r = run_cli("edge-ee-run", str(cand), "--measure-overheads", "--out", str(ovh),
              "--overhead-rounds", "60", "--overhead-min-s", "0.3", "--profile", "none")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "exit 0: boundary" in r.stderr
@@ -75,7 +64,7 @@ def test_measure_overheads_file(flow) -> None:
             assert e["boundary_fraction"] == pytest.approx(e["probe_fraction"])
         assert e["boundary_us"] == pytest.approx(e["boundary_fraction"] * doc["full_latency_us"])
     # the candidates bundle is still an ordinary bundle: it runs samples
-    r = _cli("edge-ee-run", str(flow["cand"]), "--out", str(flow["root"] / "res.json"),
+    r = run_cli("edge-ee-run", str(flow["cand"]), "--out", str(flow["root"] / "res.json"),
              "--profile", "none", "--idle-s", "0", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -83,7 +72,7 @@ def test_measure_overheads_file(flow) -> None:
 @pytest.mark.slow
 def test_build_charges_the_device_file(flow) -> None:
     out = flow["root"] / "dev"
-    r = _cli("edge-ee", "-q", "build", "--model", "fashion-cnn", "--data", str(flow["data"]),
+    r = run_cli("edge-ee", "-q", "build", "--model", "fashion-cnn", "--data", str(flow["data"]),
              "--out", str(out), "--overheads", str(flow["ovh"]), "--batch-size", "500")
     assert r.returncode == 0, r.stderr[-3000:]
     cal = json.loads((out / "manifest.json").read_text())["calibration"]
@@ -101,7 +90,7 @@ def test_build_charges_the_device_file(flow) -> None:
 @pytest.mark.slow
 def test_bad_overheads_are_typed_errors(flow, tmp_path: Path) -> None:
     # a bundle without candidates: nothing to measure
-    r = _cli("edge-ee-run", str(flow["root"] / "dev"), "--measure-overheads", "--out",
+    r = run_cli("edge-ee-run", str(flow["root"] / "dev"), "--measure-overheads", "--out",
              str(tmp_path / "x.json"), "--profile", "none")
     assert r.returncode == 2 and "--candidates" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.json").exists()
@@ -116,12 +105,12 @@ def test_bad_overheads_are_typed_errors(flow, tmp_path: Path) -> None:
     for name, text in bad.items():
         p = tmp_path / name
         p.write_text(text)
-        r = _cli("edge-ee", *base, "--out", str(tmp_path / name[:-5]), "--overheads", str(p))
+        r = run_cli("edge-ee", *base, "--out", str(tmp_path / name[:-5]), "--overheads", str(p))
         assert r.returncode == 2, (name, r.stderr[-2000:])
         assert "--overheads" in r.stderr and "measure-overheads" in r.stderr, r.stderr[-1000:]
         assert "Traceback" not in r.stderr and not (tmp_path / name[:-5]).exists()
     # other exits than the file measured
-    r = _cli("edge-ee", *base, "--exits", "0,1", "--out", str(tmp_path / "m"),
+    r = run_cli("edge-ee", *base, "--exits", "0,1", "--out", str(tmp_path / "m"),
              "--overheads", str(flow["ovh"]))
     assert r.returncode == 2 and "other candidate exits" in r.stderr, r.stderr[-2000:]
     assert "exits [0, 1, 2, 3, 4]" in r.stderr and "--candidates" in r.stderr

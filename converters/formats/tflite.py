@@ -64,11 +64,14 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
         with _quiet(), torch.no_grad():
             litert_torch.convert(module, (example[:1],)).export(str(path))
     except Exception as err:  # the converter raises many kinds; report them as one
-        raise ExportValidationError(
-            f"TFLite export of {type(module).__name__} failed: {type(err).__name__}: {err}; "
-            "check that the segment uses only ops litert-torch lowers, or export --formats onnx"
-        ) from err
+        raise _export_error(module, err) from err
     return path
+
+
+def _export_error(module: nn.Module, err: Exception) -> ExportValidationError:
+    return ExportValidationError(
+        f"TFLite export of {type(module).__name__} failed: {type(err).__name__}: {err}; "
+        "check that the segment uses only ops litert-torch lowers, or export --formats onnx")
 
 
 def export_spec(spec: SegmentSpec, path: Path) -> Path:
@@ -88,10 +91,7 @@ def export_spec(spec: SegmentSpec, path: Path) -> Path:
                         else conv.signature(key, spec.module, a))
             conv.convert().export(str(path))
     except Exception as err:  # the converter raises many kinds; report them as one
-        raise ExportValidationError(
-            f"TFLite export of {type(spec.module).__name__} failed: {type(err).__name__}: {err}; "
-            "check that the segment uses only ops litert-torch lowers, or export --formats onnx"
-        ) from err
+        raise _export_error(spec.module, err) from err
     return path
 
 
