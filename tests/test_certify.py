@@ -6,7 +6,6 @@ import gzip
 import itertools
 import json
 import math
-import os
 import struct
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from edge_ee.certify import (
 )
 from edge_ee.cost import CostTable
 from edge_ee.errors import ConfigError
+from tests.helpers_cli import run_cli
 
 BIN = Path(sys.executable).parent
 BIN_B, HB = BOUNDS["binomial"], BOUNDS["hoeffding_bentkus"]
@@ -173,10 +173,7 @@ def test_risk_curve_thinned_with_band() -> None:
 # ---------------------------------------------------------------- real builds (CLI subprocess)
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    exe = BIN / "edge-ee"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "edge_ee.cli"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return run_cli("edge-ee", *args, timeout=300)
 
 
 def _write_idx(path: Path, arr: np.ndarray) -> None:

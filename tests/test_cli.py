@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BIN = Path(sys.executable).parent
+from tests.helpers_cli import run_cli
+
 pytestmark = pytest.mark.shared_data
 
 
-def _cli(name: str, *args: str, cwd: Path | None = None, timeout: int = 600
-         ) -> subprocess.CompletedProcess:
-    exe = BIN / name
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m",
-                                           {"edge-ee": "edge_ee.cli", "edge-ee-run":
-                                            "device_runners.cli"}[name]]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2"})
+_cli = run_cli
 
 
 @pytest.mark.slow

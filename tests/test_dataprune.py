@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import torch
 
 from edge_ee.errors import ConfigError, DataError
+from tests.helpers_cli import run_cli
 from tests.helpers_data import SHARED_DATA, needs_fashion
 
 pytestmark = [pytest.mark.shared_data, needs_fashion]
@@ -221,13 +220,7 @@ def test_harness_and_report(tmp_path) -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).parent / "edge-ee"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "edge_ee.cli"]
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([*cmd, "prune-data", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, env=env)
+    return run_cli("edge-ee", "prune-data", *args, cwd=cwd, timeout=300, threads=1)
 
 
 def test_cli_scores_writes_keep_file_and_refuses_bad_input(tmp_path, full_train) -> None:

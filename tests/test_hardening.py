@@ -39,6 +39,7 @@ from device_runners.power.meter_csv import UsbMeterCsv
 from device_runners.profiles import load_profile
 from device_runners.results import load_results, spool_path, write_results
 from device_runners.spool import Spool, read_spool, recover
+from tests.helpers_cli import run_cli
 
 pytestmark = pytest.mark.shared_data
 BIN = Path(sys.executable).parent
@@ -46,11 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    exe = BIN / name
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", {
-        "edge-ee": "edge_ee.cli", "edge-ee-run": "device_runners.cli"}[name]]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return run_cli(name, *args, timeout=timeout)
 
 
 def _typed(r: subprocess.CompletedProcess, *words: str) -> None:

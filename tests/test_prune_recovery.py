@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from edge_ee.errors import ConfigError
+from tests.helpers_cli import run_cli
 from tests.helpers_data import SHARED_DATA, fashion_subset, needs_fashion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,9 +150,8 @@ def test_bad_recovery_config_is_refused(bad):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGE_EE_DATA": str(SHARED_DATA), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "edge_ee.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_cli("edge-ee", *args, cwd=ROOT, timeout=300,
+                   env={"EDGE_EE_DATA": str(SHARED_DATA)})
 
 
 @pytest.mark.slow

@@ -130,8 +130,7 @@ def plot_heatmap(ev: Evaluation, path: Path) -> None:
     methods = list(ev.discard_per_class)
     fig, axes = plt.subplots(1, len(ratios), figsize=(4.5 * len(ratios), 0.5 * len(methods) + 2.5),
                              squeeze=False)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("0.85")  # methods not run at this ratio
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # methods not run at this ratio
     for j, (ax, r) in enumerate(zip(axes[0], ratios, strict=True)):
         grid = np.array([ev.discard_per_class[m].get(str(r), [np.nan] * len(ev.classes))
                          for m in methods], float)
