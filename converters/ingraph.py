@@ -289,9 +289,42 @@ def _int8_ingraph(folder: Path, segments: list[dict[str, Any]], x: np.ndarray, w
     split = [ort_session(folder / s["files"][INT8]) for s in segments]
     thr = segment_thresholds(segments, INT8)
     vs_split = agreement(got, reference(_split_outputs(split, segments, x), thr, atol), atol)
+    seg_ops = [int8_kernels(folder / s["files"][INT8]) for s in segments]
+    fused = {"split": {k: sum(c.get(k, 0) for c in seg_ops) for c in seg_ops for k in c},
+             "ingraph": int8_kernels(folder / INT8_FILE)}
     return {"split": vs_split, "confidence_atol": atol, "thresholds": "the int8 files' own",
+            "int8_kernels_after_optimisation": fused,
             "reference": "the int8 split on onnxruntime (int8 is validated against torch "
                          "by the int8 chain's own validation)"}
+
+
+def int8_kernels(path: Path) -> dict[str, int]:
+    """How many operators of each kind onnxruntime's optimised graph holds (all subgraphs,
+    `If` branches included) that compute in int8 (`QLinear*`, `*Integer`) or convert
+    (`QuantizeLinear`, `DequantizeLinear`): whether the QDQ pairs were fused into int8
+    kernels. Read from the session's `optimized_model_filepath` (level ALL, CPU)."""
+    import tempfile
+
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        model = onnx.load(so.optimized_model_filepath)
+    counts: dict[str, int] = {}
+
+    def walk(g: onnx.GraphProto) -> None:
+        for n in g.node:
+            if n.op_type.startswith("QLinear") or n.op_type.endswith("Integer") or \
+                    n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+    walk(model.graph)
+    return dict(sorted(counts.items()))
 
 
 def _run_graph(path: Path, x: np.ndarray, bs: int) -> dict[str, np.ndarray]:

@@ -211,7 +211,28 @@ def export_tflite_int8(module: nn.Module, calib_x: np.ndarray, path: Path,
         raise ExportValidationError(
             f"TFLite int8 (PT2E) export of {type(module).__name__} failed: "
             f"{type(err).__name__}: {err}; export without --int8 or with --formats onnx") from err
+    _check_output_shapes(module, x[:1], path)
     return path
+
+
+def _check_output_shapes(module: nn.Module, x1: torch.Tensor, path: Path) -> None:
+    """The file's outputs must have torch's shapes. litert-torch 0.10 writes some int8
+    outputs in its internal NHWC layout (measured: the fashion-resnet stem's conv-BN-ReLU
+    feature as (1, 28, 28, 24) for torch's (1, 24, 28, 28)); the next segment would get
+    the wrong layout, so such a file is refused here with a typed error."""
+    from converters.quantize import tflite_runner
+    with torch.no_grad():
+        want = module(x1)
+    want = [want] if isinstance(want, torch.Tensor) else list(want)
+    names = [f"output_{k}" for k in range(len(want))]
+    got = tflite_runner(path, names)(x1.numpy())
+    for name, w in zip(names, want, strict=True):
+        if tuple(got[name].shape) != tuple(w.shape):
+            raise ExportValidationError(
+                f"TFLite int8 (PT2E) file of {type(module).__name__}: {name} has shape "
+                f"{tuple(got[name].shape)}, torch gives {tuple(w.shape)} (litert-torch kept its "
+                "internal NHWC layout at this output); export int8 with --formats onnx, or "
+                "TFLite fp32 only")
 
 
 def patch_tflite_threshold(path: Path, value: float) -> float:
