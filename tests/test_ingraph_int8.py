@@ -1,6 +1,7 @@
 """In-graph exits of int8 ONNX bundles, on real Fashion-MNIST images.
 
-A small CNN built and trained here (not in the repository) gets LDA exits; the Python
+A small CNN built and trained here (not in the repository) gets E2CM exits
+(trained 10 epochs, so that its exits and its last layer share the samples); the Python
 API exports it with int8 files whose thresholds are chosen on their own scores (the path
 `edge-ee build --int8` takes). The bundle must carry `ingraph.int8.onnx` beside
 `ingraph.onnx`: assembled from the int8 segment files with their own thresholds,
@@ -36,9 +37,10 @@ INT8 = "onnx-int8"
 def int8_bundle(tmp_path_factory, fashion) -> Path:
     from edge_ee import api
     from edge_ee.exitnet import from_sequential
-    net = from_sequential(tiny_cnn(fashion[0]), [0, 1, 2], (1, 28, 28), "tiny-cnn")
-    fitted = api.fit(net, fashion[0], api.FitConfig(exit_spec=api.ExitSpec.parse("lda:2"),
-                                                    max_drop=0.03), progress=False)
+    net = from_sequential(tiny_cnn(fashion[0], epochs=10, lr=3e-3), [0, 1, 2], (1, 28, 28),
+                          "tiny-cnn")
+    fitted = api.fit(net, fashion[0], api.FitConfig(exit_spec=api.ExitSpec.parse("e2cm:2")),
+                     progress=False)
     assert any(t < np.inf for t in fitted.chosen.thresholds[:-1]), "no exit kept"
     out = tmp_path_factory.mktemp("ingraph8") / "tiny8"
     return api.export_bundle(net, fitted, out, fashion[1], "tiny-cnn", int8=True,
@@ -47,8 +49,8 @@ def int8_bundle(tmp_path_factory, fashion) -> Path:
 
 def _greater_thresholds(g: onnx.GraphProto, found: list[float]) -> list[float]:
     """The constant thresholds of every `Greater` node, `If` branches included, in order."""
-    consts = {i.name: float(numpy_helper.to_array(i)) for i in g.initializer
-              if int(np.prod(i.dims)) == 1}
+    consts = {i.name: float(numpy_helper.to_array(i).reshape(-1)[0]) for i in g.initializer
+              if int(np.prod(i.dims)) == 1 and i.data_type == onnx.TensorProto.FLOAT}
     for n in g.node:
         if n.op_type == "Greater" and n.input[1] in consts:
             found.append(consts[n.input[1]])

@@ -1,6 +1,7 @@
 """TFLite int8 files get thresholds chosen on their own scores, like ONNX int8 files.
 
-A small CNN built and trained here (not in the repository) gets LDA exits; the Python API
+A small CNN built and trained here (not in the repository) gets E2CM exits
+(trained 10 epochs, so that its exits and its last layer share the samples); the Python API
 exports ONNX and TFLite with int8, the thresholds of each int8 format chosen on that
 format's own chain (the LiteRT interpreter for `tflite-int8`) and written into its files
 (the `GREATER` constant of the flatbuffer). The `edge-ee-run` CLI with the `tflite-int8`
@@ -31,8 +32,9 @@ KEY = "tflite-int8"
 def built(tmp_path_factory, fashion):
     from edge_ee import api
     from edge_ee.exitnet import from_sequential
-    net = from_sequential(tiny_cnn(fashion[0]), [0, 1, 2], (1, 28, 28), "tiny-cnn")
-    cfg = api.FitConfig(exit_spec=api.ExitSpec.parse("lda:2"), max_drop=0.03)
+    net = from_sequential(tiny_cnn(fashion[0], epochs=10, lr=3e-3), [0, 1, 2], (1, 28, 28),
+                          "tiny-cnn")
+    cfg = api.FitConfig(exit_spec=api.ExitSpec.parse("e2cm:2"))
     fitted = api.fit(net, fashion[0], cfg, progress=False)
     out = tmp_path_factory.mktemp("tflite8") / "tiny"
     path = api.export_bundle(net, fitted, out, fashion[1], "tiny-cnn", formats=("onnx", "tflite"),
