@@ -135,6 +135,7 @@ def test_api_export_bundle_int8_thresholds_equal_the_cli(cli_bundle: tuple[Path,
             assert ta["onnx-int8"] == pytest.approx(tb["onnx-int8"], rel=1e-6)
     rec = got["quantization"]["formats"]["onnx-int8"]["thresholds"]
     rec_cli = cli["quantization"]["formats"]["onnx-int8"]["thresholds"]
-    assert rec["point"] == pytest.approx(rec_cli["point"])
+    for k in ("accuracy", "cost_fraction", "exit_fractions"):
+        assert rec["point"][k] == pytest.approx(rec_cli["point"][k])
     assert got["strategies"]["ingraph"]["files"] == {"onnx": "ingraph.onnx",
                                                      "onnx-int8": "ingraph.int8.onnx"}
