@@ -2,7 +2,7 @@
 
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. .venv/bin/python benchmarks/bench_strategies.py \
         [--models fashion,resnet56] [--samples 1000] [--probe] [--block 25] [--reuse] \
-        [--out bench-out/strategies]
+        [--no-int8] [--out bench-out/strategies]
 
 Per model — the demo network `fashion-resnet` with its `lda:2` exits (what `edge-ee demo`
 builds, host-measured boundary costs), and ResNet-56 / CIFAR-10 with `lda:2` exits fitted
@@ -17,7 +17,13 @@ the monolithic graph, then measures on one runtime thread:
   same runtime:
   split and in-graph exits (ONNX), split exits (TFLite), and each with every exit off
   (split: `no_exit`; in-graph: thresholds +inf assembled into the same graph);
-* what `edge-ee-run --strategy auto` chooses on this machine.
+* the same for int8 (`--int8`, default on): ONNX int8 split and in-graph
+  (`ingraph.int8.onnx`), TFLite int8 split, each with exits on and off, as fractions of the
+  int8 monolithic graph of the same format; per int8 variant its accuracy against fp32,
+  its whole-test cost against what its own calibration promised (thresholds chosen on
+  its own scores, `edge_ee.int8_calibration`), and its exit agreement with the fp32 split;
+* bundle sizes by precision and strategy (what `--strategies split` leaves out);
+* what `edge-ee-run --strategy auto` chooses on this machine, per precision.
 `--probe` adds the first probe's question on ResNet-56 (one exit after stage 2, exit never
 / always taken): why is `If` slower, by graph form (weights inside each branch or captured
 from the outer scope, as `torch.cond` exports) and session settings (optimisation level,
@@ -81,24 +87,41 @@ def whole_split(bundle, backend, fn, x, y, bs: int = 256) -> dict[str, float]:
     cum = np.cumsum([s["flops"] for s in bundle.segments])
     return {"accuracy": float((p == y).mean()),
             "flops_fraction": float(cum[e].mean() / bundle.manifest["cost"]["full_flops"]),
-            "exit_histogram": np.bincount(e, minlength=len(cum)).tolist()}
+            "exit_histogram": np.bincount(e, minlength=len(cum)).tolist(),
+            "exit": e.tolist(), "prediction": p.tolist()}
 
 
-def build_fashion(out: Path, formats: tuple[str, ...], reuse: bool = False):
-    from edge_ee.data import load_fashion_mnist
+def int8_options(fitted, train, int8: bool) -> tuple[dict, dict]:
+    """export() options of the exit bundle and of the monolithic one: int8 files calibrated
+    on `train` (the split the exits were fitted on), the exit bundle's thresholds on the
+    int8 files' own scores (the one path `edge-ee build --int8` takes)."""
+    if not int8:
+        return {}, {}
+    from edge_ee.int8_calibration import int8_thresholds_for
+    hook, _ = int8_thresholds_for(fitted, "own", train)
+    return ({"int8": True, "calibration_data": train, "int8_thresholds": hook},
+            {"int8": True, "calibration_data": train})
+
+
+def build_fashion(out: Path, formats: tuple[str, ...], reuse: bool = False, int8: bool = True):
+    from edge_ee.data import balanced_indices, load_fashion_mnist
     from edge_ee.demo import DemoConfig, build_demo
     from edge_ee.pipeline import export
     if reuse and (out / "fashion-ee").is_dir():
         return None, None, out / "fashion-ee", out / "fashion-full", load_fashion_mnist("test")
-    b = build_demo(DemoConfig(out=str(out / "fashion-demo")))
+    cfg = DemoConfig(out=str(out / "fashion-demo"))
+    b = build_demo(cfg)
+    fit_train = b.train.subset(balanced_indices(b.train.labels, cfg.fit_samples, cfg.fit.seed))
+    q_ee, q_full = int8_options(b.fitted, fit_train, int8)
     ee = export(b.net, b.fitted.heads, out / "fashion-ee", b.test, "fashion-resnet-ee",
-                None, overwrite=True, formats=formats)
+                None, overwrite=True, formats=formats, **q_ee)
     full = export(b.net, b.fitted.heads, out / "fashion-full", b.test, "fashion-resnet-full",
-                  None, monolithic=True, overwrite=True, formats=formats)
+                  None, monolithic=True, overwrite=True, formats=formats, **q_full)
     return b.net, b.fitted.heads, ee, full, b.test
 
 
-def build_resnet56(out: Path, formats: tuple[str, ...], reuse: bool = False):
+def build_resnet56(out: Path, formats: tuple[str, ...], reuse: bool = False,
+                   int8: bool = True):
     from edge_ee.data import balanced_indices, load_cifar10_jpeg, shared_data_dir
     from edge_ee.exitnet import from_resnet_cifar
     from edge_ee.exits import ExitSpec
@@ -111,11 +134,39 @@ def build_resnet56(out: Path, formats: tuple[str, ...], reuse: bool = False):
     sub = train.subset(balanced_indices(train.labels, 5000, 0))
     fitted = fit_exits(net, sub, FitConfig(exit_spec=ExitSpec.parse("lda:2"), max_drop=0.01,
                                            latency_aware=True), progress=False)
+    q_ee, q_full = int8_options(fitted, sub, int8)
     ee = export(net, fitted.heads, out / "resnet56-ee", test, "resnet56-ee", None,
-                overwrite=True, formats=formats)
+                overwrite=True, formats=formats, **q_ee)
     full = export(net, fitted.heads, out / "resnet56-full", test, "resnet56-full", None,
-                  monolithic=True, overwrite=True, formats=formats)
+                  monolithic=True, overwrite=True, formats=formats, **q_full)
     return net, fitted.heads, ee, full, test
+
+
+BACKENDS = {"onnx": "onnxruntime", "tflite": "tflite", "onnx-int8": "onnxruntime-int8",
+            "tflite-int8": "tflite-int8"}
+
+
+def bundle_sizes(ee: Path) -> dict:
+    """Bytes of the exit bundle by what they hold: each format's segment files, each
+    in-graph file, the rest (golden, manifest); and the ONNX bundle with / without in-graph."""
+    import json as _json
+    m = _json.loads((ee / "manifest.json").read_text())
+    size = {p.name: p.stat().st_size for p in ee.iterdir()}
+    out: dict = {"segments": {}, "ingraph": {}}
+    for fmt in m["segments"][0]["files"]:
+        out["segments"][fmt] = sum(size[s["files"][fmt]] for s in m["segments"])
+    for fmt, name in ((m.get("strategies") or {}).get("ingraph") or {}).get("files", {}).items():
+        out["ingraph"][fmt] = size[name]
+    ingraph_files = ((m.get("strategies") or {}).get("ingraph") or {}).get("files", {})
+    used = {*(n for s in m["segments"] for n in s["files"].values()), *ingraph_files.values()}
+    out["other"] = sum(v for k, v in size.items() if k not in used)
+    out["total"] = sum(size.values())
+    out["total_without_ingraph"] = out["total"] - sum(out["ingraph"].values())
+    for fmt in ("onnx", "onnx-int8"):
+        if fmt in out["ingraph"]:
+            seg = out["segments"][fmt]
+            out[f"{fmt}_with_ingraph_over_without"] = (seg + out["ingraph"][fmt]) / seg
+    return out
 
 
 def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path,
@@ -124,33 +175,44 @@ def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path
     from device_runners.backends import open_backend, ort_session
     from device_runners.executor import execute
     from device_runners.manifest import load_bundle
-    from device_runners.strategies import choose, execute_ingraph
+    from device_runners.strategies import INGRAPH, available, choose, execute_ingraph
     from edge_ee.data import balanced_indices
     b, f = load_bundle(ee), load_bundle(full)
-    be, fe = open_backend(b, "onnxruntime"), open_backend(f, "onnxruntime")
+    fmts = [k for k in BACKENDS if k in b.formats and k in f.formats
+            and (tflite or not k.startswith("tflite"))]
     x_all, y_all = test.normalised(), test.labels
-    res: dict = {"bundle": str(ee), "kept_segments": len(b.segments),
-                 "ingraph_validation": b.manifest["strategies"]["ingraph"]["validation"]}
-    res["whole_test"] = {"full_accuracy": whole_split(f, fe, execute, x_all, y_all)["accuracy"],
-                         "split": whole_split(b, be, execute, x_all, y_all),
-                         "ingraph": whole_split(b, be, execute_ingraph, x_all, y_all)}
-    off = write_ingraph([ee / s["files"]["onnx"] for s in b.segments], tmp / f"{name}-off.onnx",
-                        thresholds=exits_off(len(b.segments)))
-    off_sess = ort_session(off)
-    runs: dict[str, Callable] = {
-        "onnx full": lambda v: execute(f, fe, v),
-        "onnx split": lambda v: execute(b, be, v),
-        "onnx ingraph": lambda v: execute_ingraph(b, be, v),
-        "onnx split, exits off": lambda v: execute(b, be, v, no_exit=True),
-        "onnx ingraph, exits off": lambda v: off_sess.run(None, {"x": v}),
-    }
-    if tflite:
-        bt, ft = open_backend(b, "tflite"), open_backend(f, "tflite")
-        runs.update({"tflite full": lambda v: execute(f, ft, v),
-                     "tflite split": lambda v: execute(b, bt, v),
-                     "tflite split, exits off": lambda v: execute(b, bt, v, no_exit=True)})
-        res["whole_test"]["tflite split"] = whole_split(b, bt, execute, x_all, y_all)
+    ing = b.manifest["strategies"]["ingraph"]
+    res: dict = {"bundle": str(ee), "kept_segments": len(b.segments), "formats": fmts,
+                 "ingraph_validation": {"onnx": ing["validation"],
+                                        **ing.get("validation_by_format", {})},
+                 "ingraph_absent": ing.get("absent", {}), "sizes": bundle_sizes(ee),
+                 "whole_test": {}, "auto_choice": {}}
+    runs: dict[str, Callable] = {}
     idx = balanced_indices(y_all, samples, 0)
+    for fmt in fmts:
+        be, fe = open_backend(b, BACKENDS[fmt]), open_backend(f, BACKENDS[fmt])
+        w = res["whole_test"]
+        w[f"{fmt} full"] = whole_split(f, fe, execute, x_all, y_all)
+        w[f"{fmt} split"] = whole_split(b, be, execute, x_all, y_all)
+        runs[f"{fmt} full"] = lambda v, f=f, fe=fe: execute(f, fe, v)
+        runs[f"{fmt} split"] = lambda v, be=be: execute(b, be, v)
+        runs[f"{fmt} split, exits off"] = lambda v, be=be: execute(b, be, v, no_exit=True)
+        if INGRAPH in available(b, be):
+            w[f"{fmt} ingraph"] = whole_split(b, be, execute_ingraph, x_all, y_all)
+            off = write_ingraph([ee / s["files"][fmt] for s in b.segments],
+                                tmp / f"{name}-{fmt}-off.onnx",
+                                thresholds=exits_off(len(b.segments)))
+            off_sess = ort_session(off)
+            runs[f"{fmt} ingraph"] = lambda v, be=be: execute_ingraph(b, be, v)
+            runs[f"{fmt} ingraph, exits off"] = lambda v, s=off_sess: s.run(None, {"x": v})
+            _, why = choose(b, be, x_all[idx][:60], "auto")
+            res["auto_choice"][fmt] = why
+    res["whole_test"]["full_accuracy"] = res["whole_test"]["onnx full"]["accuracy"]
+    res["int8"] = int8_record(b, res["whole_test"])
+    for r in res["whole_test"].values():  # per-sample lists only for the agreement above
+        if isinstance(r, dict):
+            r.pop("exit", None)
+            r.pop("prediction", None)
     load0 = os.getloadavg()
     med, cpu = interleave(runs, x_all[idx], block)
     res["latency"] = {"samples": len(idx), "block": block, "median_ns": med,
@@ -159,9 +221,38 @@ def measure_model(name: str, ee: Path, full: Path, test, samples: int, tmp: Path
         k: v / med[f"{k.split()[0]} full"] for k, v in med.items()}
     res["latency"]["cpu_p50_fraction_of_monolithic"] = {
         k: v / cpu[f"{k.split()[0]} full"] for k, v in cpu.items()}
-    _, why = choose(b, be, x_all[idx][:60], "auto")
-    res["auto_choice"] = why
+    res["latency"]["p50_fraction_of_fp32_monolithic"] = {
+        k: v / med[f"{k.split()[0].removesuffix('-int8')} full"] for k, v in med.items()}
     return res
+
+
+def int8_record(b, w: dict) -> dict:
+    """Per int8 variant: accuracy vs fp32 (same strategy, same format), whole-test cost vs
+    what its own calibration promised, exit agreement with the fp32 split."""
+    q = (b.manifest.get("quantization") or {}).get("formats") or {}
+    out = {}
+    for key, r in w.items():
+        fmt, _, strat = key.partition(" ")
+        if not fmt.endswith("-int8") or strat == "full" or not isinstance(r, dict):
+            continue
+        thr = (q.get(fmt) or {}).get("thresholds") or {}
+        point = thr.get("point")
+        base = w.get(f"{fmt.removesuffix('-int8')} {strat}") or w["onnx split"]
+        e32, e8 = np.asarray(w["onnx split"]["exit"]), np.asarray(r["exit"])
+        p32, p8 = np.asarray(w["onnx split"]["prediction"]), np.asarray(r["prediction"])
+        out[key] = {
+            "accuracy": r["accuracy"], "fp32_accuracy": base["accuracy"],
+            "accuracy_minus_fp32": r["accuracy"] - base["accuracy"],
+            "cost": r["flops_fraction"],
+            "calibrated_cost": None if point is None else point["cost_fraction"],
+            "cost_minus_calibrated": None if point is None
+            else r["flops_fraction"] - point["cost_fraction"],
+            "calibrated_accuracy": None if point is None else point["accuracy"],
+            "thresholds_source": thr.get("source"),
+            "exit_agreement_with_fp32_split": float((e8 == e32).mean()),
+            "exit_and_prediction_agreement_with_fp32_split": float(((e8 == e32) & (p8 == p32)).mean()),
+        }
+    return out
 
 
 def probe(out: Path, tmp: Path, samples: int, block: int = 25) -> dict:
@@ -248,6 +339,7 @@ def main() -> None:
     p.add_argument("--models", default="fashion,resnet56", help="comma-separated: fashion, resnet56")
     p.add_argument("--samples", type=int, default=1000, help="class-balanced latency sample")
     p.add_argument("--no-tflite", action="store_true", help="skip the TFLite split")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 variants")
     p.add_argument("--probe", action="store_true", help="also the one-exit ResNet-56 probe")
     p.add_argument("--out", type=Path, default=Path("bench-out/strategies"))
     p.add_argument("--reuse", action="store_true",
@@ -267,7 +359,7 @@ def main() -> None:
             print(json.dumps(doc["probe"], indent=1), flush=True)
         builders = {"fashion": build_fashion, "resnet56": build_resnet56}
         for name in filter(None, a.models.split(",")):
-            _, _, ee, full, test = builders[name](a.out, formats, a.reuse)
+            _, _, ee, full, test = builders[name](a.out, formats, a.reuse, not a.no_int8)
             doc["models"][name] = measure_model(name, ee, full, test, a.samples, tmp,
                                                 not a.no_tflite, a.block)
             print(json.dumps(doc["models"][name], indent=1, default=float), flush=True)
@@ -276,21 +368,39 @@ def main() -> None:
     tmpf.write_text(json.dumps(doc, indent=1, default=float))
     tmpf.replace(a.out / "bench_strategies.json")
     for name, r in doc["models"].items():
-        fr, w = r["latency"]["p50_fraction_of_monolithic"], r["whole_test"]
-        cf = r["latency"]["cpu_p50_fraction_of_monolithic"]
-        print(f"\n{name}: full accuracy {w['full_accuracy']:.4f}; load "
-              f"{r['latency']['load_before'][0]:.1f} -> {r['latency']['load_after'][0]:.1f}\n"
-              "| strategy | accuracy | FLOPs fraction | p50 fraction wall (CPU) | "
-              "exits-off overhead wall (CPU) |\n|---|---|---|---|---|")
-        for label, key, off in (("onnx split", "split", "onnx split, exits off"),
-                                ("onnx ingraph", "ingraph", "onnx ingraph, exits off"),
-                                ("tflite split", "tflite split", "tflite split, exits off")):
-            if key in w:
-                print(f"| {label} | {w[key]['accuracy']:.4f} | {w[key]['flops_fraction']:.3f} | "
-                      f"{fr[label]:.3f} ({cf[label]:.3f}) | {fr[off]:.3f} ({cf[off]:.3f}) |")
-        print(f"auto chooses {r['auto_choice']['name']} "
-              f"({r['auto_choice'].get('measured_median_ns')})")
+        print_tables(name, r)
     print(f"{doc['seconds']:.0f} s; wrote {a.out / 'bench_strategies.json'}")
+
+
+def print_tables(name: str, r: dict) -> None:
+    """The markdown tables of one model: strategies x precision, int8 against fp32, sizes."""
+    fr, w = r["latency"]["p50_fraction_of_monolithic"], r["whole_test"]
+    cf = r["latency"]["cpu_p50_fraction_of_monolithic"]
+    print(f"\n{name}: full accuracy {w['full_accuracy']:.4f}; load "
+          f"{r['latency']['load_before'][0]:.1f} -> {r['latency']['load_after'][0]:.1f}\n"
+          "| variant | accuracy | FLOPs fraction | p50 fraction wall (CPU) | "
+          "exits-off overhead wall (CPU) |\n|---|---|---|---|---|")
+    for fmt in r["formats"]:
+        for strat in ("split", "ingraph"):
+            label = f"{fmt} {strat}"
+            if label in w and label in fr:
+                off = f"{label}, exits off"
+                print(f"| {label} | {w[label]['accuracy']:.4f} | {w[label]['flops_fraction']:.3f} | "
+                      f"{fr[label]:.3f} ({cf[label]:.3f}) | {fr[off]:.3f} ({cf[off]:.3f}) |")
+    if r.get("int8"):
+        print("\n| int8 variant | accuracy − fp32 | cost (calibrated) | cost − calibrated | "
+              "exit agreement with fp32 split |\n|---|---|---|---|---|")
+        for k, v in r["int8"].items():
+            cal, d = v["calibrated_cost"], v["cost_minus_calibrated"]
+            cal_s = "-" if cal is None else f"{cal:.3f}"
+            d_s = "-" if d is None else f"{d:+.3f}"
+            print(f"| {k} | {100 * v['accuracy_minus_fp32']:+.2f} pt | {v['cost']:.3f} "
+                  f"({cal_s}) | {d_s} | {v['exit_agreement_with_fp32_split']:.3f} |")
+    sz = r["sizes"]
+    print(f"\nsizes: segments {sz['segments']}, in-graph {sz['ingraph']}, bundle "
+          f"{sz['total']} B with in-graph, {sz['total_without_ingraph']} B without")
+    for fmt, why in r["auto_choice"].items():
+        print(f"auto ({fmt}) chooses {why['name']} ({why.get('measured_median_ns')})")
 
 
 if __name__ == "__main__":

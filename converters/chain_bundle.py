@@ -120,7 +120,8 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
     def strategies(tmp: Path, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
         if not ingraph:
             return None
-        return ingraph_section(tmp, specs, segments, vx, tol.confidence_atol, formats)
+        return ingraph_section(tmp, specs, segments, vx, tol.confidence_atol, formats,
+                               int8_confidence_atol=int8_tol.golden_confidence_atol)
 
     total = sum(int(s.flops) for s in specs)
     return write_bundle(specs, spec, out_dir, golden=golden, check=check, formats=formats,

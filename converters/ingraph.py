@@ -216,11 +216,17 @@ TFLITE_ABSENT = ("litert-torch 0.10 cannot lower torch.cond: converting a module
 def ingraph_section(folder: Path, specs: Sequence[Any], segments: list[dict[str, Any]],
                     validation_x: np.ndarray, confidence_atol: float,
                     formats: Sequence[str], weights: str = "branch",
-                    batch_size: int = 64) -> dict[str, Any] | None:
+                    batch_size: int = 64, int8_confidence_atol: float = 0.05
+                    ) -> dict[str, Any] | None:
     """Write `ingraph.onnx` from the chain's ONNX segment files in `folder`, validate it
     against torch (end to end: exit index, prediction, confidence) and against the split
     chain on onnxruntime, and return the manifest's `strategies` section. None for a chain
-    without exits (one segment). Raises ExportValidationError when the graph disagrees."""
+    without exits (one segment). Raises ExportValidationError when the graph disagrees.
+
+    With int8 ONNX segments (`onnx-int8`, thresholds already the int8 files' own) it also
+    writes `ingraph.int8.onnx` from them, assembled the same way, and validates it against
+    the int8 split on onnxruntime (`int8_confidence_atol`: the int8 golden band); it counts
+    (listed under `files`) only when it agrees, else `absent` says why."""
     from converters.validate import torch_outputs
     from device_runners.backends import ort_session
     from device_runners.strategies import agreement, reference
@@ -234,9 +240,7 @@ def ingraph_section(folder: Path, specs: Sequence[Any], segments: list[dict[str,
     name = "ingraph.onnx"
     write_ingraph([folder / s["files"]["onnx"] for s in segments], folder / name, weights)
     thresholds = [s["exit"].get("threshold") for s in segments]
-    sess = ort_session(folder / name)
-    got = _run(lambda b: dict(zip(OUTPUTS, sess.run(None, {"x": b}), strict=True)),
-               validation_x, batch_size)
+    got = _run_graph(folder / name, validation_x, batch_size)
     ref = reference(torch_outputs(specs, validation_x), thresholds, confidence_atol)
     vs_torch = agreement(got, ref, confidence_atol)
     if not vs_torch["passed"]:
@@ -250,22 +254,95 @@ def ingraph_section(folder: Path, specs: Sequence[Any], segments: list[dict[str,
         "control_flow": "onnx If, one per exit, nested in the else-branch",
         "validation": {"torch": vs_torch, "split": vs_split, "confidence_atol": confidence_atol},
     }
-    others = [f for f in segments[0]["files"] if f != "onnx"]
-    if others:
-        entry["absent"] = {f: _absent_why(f) for f in others}
+    absent = {f: _absent_why(f) for f in segments[0]["files"] if f not in ("onnx", INT8)}
+    if INT8 in segments[0]["files"]:
+        rec = _int8_ingraph(folder, segments, validation_x, weights, batch_size,
+                            int8_confidence_atol)
+        entry["validation_by_format"] = {INT8: rec}
+        if rec["split"]["passed"]:
+            entry["files"][INT8] = INT8_FILE
+        else:
+            (folder / INT8_FILE).unlink(missing_ok=True)
+            absent[INT8] = (f"assembled but disagrees with the int8 split on onnxruntime "
+                            f"({rec['split']}); int8 runs split")
+            log.warning("int8 in-graph exits left out: %s", absent[INT8])
+    if absent:
+        entry["absent"] = absent
     section[INGRAPH] = entry
     return section
+
+
+INT8 = "onnx-int8"
+INT8_FILE = "ingraph.int8.onnx"
+
+
+def _int8_ingraph(folder: Path, segments: list[dict[str, Any]], x: np.ndarray, weights: str,
+                  batch_size: int, atol: float) -> dict[str, Any]:
+    """Assemble `ingraph.int8.onnx` from the int8 segment files and compare it with the int8
+    split on onnxruntime: exit, prediction (units within `atol` of a threshold they met may
+    differ) and confidence where the exits agree."""
+    from device_runners.backends import ort_session
+    from device_runners.strategies import agreement, reference, segment_thresholds
+
+    write_ingraph([folder / s["files"][INT8] for s in segments], folder / INT8_FILE, weights)
+    got = _run_graph(folder / INT8_FILE, x, batch_size)
+    split = [ort_session(folder / s["files"][INT8]) for s in segments]
+    thr = segment_thresholds(segments, INT8)
+    shapes = {k: list(v.shape) for k, v in got.items()}
+    if any(v != [len(x)] for v in shapes.values()):  # one value per input row, or it fails
+        vs_split = {"passed": False, "output_shapes": shapes, "samples": len(x)}
+    else:
+        vs_split = agreement(got, reference(_split_outputs(split, segments, x), thr, atol), atol)
+    seg_ops = [int8_kernels(folder / s["files"][INT8]) for s in segments]
+    fused = {"split": {k: sum(c.get(k, 0) for c in seg_ops) for c in seg_ops for k in c},
+             "ingraph": int8_kernels(folder / INT8_FILE)}
+    return {"split": vs_split, "confidence_atol": atol, "thresholds": "the int8 files' own",
+            "int8_kernels_after_optimisation": fused,
+            "reference": "the int8 split on onnxruntime (int8 is validated against torch "
+                         "by the int8 chain's own validation)"}
+
+
+def int8_kernels(path: Path) -> dict[str, int]:
+    """How many operators of each kind onnxruntime's optimised graph holds (all subgraphs,
+    `If` branches included) that compute in int8 (`QLinear*`, `*Integer`) or convert
+    (`QuantizeLinear`, `DequantizeLinear`): whether the QDQ pairs were fused into int8
+    kernels. Read from the session's `optimized_model_filepath` (level ALL, CPU)."""
+    import tempfile
+
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        model = onnx.load(so.optimized_model_filepath)
+    counts: dict[str, int] = {}
+
+    def walk(g: onnx.GraphProto) -> None:
+        for n in g.node:
+            if n.op_type.startswith("QLinear") or n.op_type.endswith("Integer") or \
+                    n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+    walk(model.graph)
+    return dict(sorted(counts.items()))
+
+
+def _run_graph(path: Path, x: np.ndarray, bs: int) -> dict[str, np.ndarray]:
+    from device_runners.backends import ort_session
+    sess = ort_session(path)
+    return _run(lambda b: dict(zip(OUTPUTS, sess.run(None, {"x": b}), strict=True)), x, bs)
 
 
 INGRAPH = "ingraph"
 
 
 def _absent_why(fmt: str) -> str:
-    if fmt == "tflite":
+    if fmt in ("tflite", "tflite-int8"):
         return TFLITE_ABSENT
-    if fmt.endswith("-int8"):
-        return (f"not built for {fmt}: the int8 segments would need their own If assembly "
-                "validated against the int8 split; int8 runs split")
     return f"no in-graph exits for {fmt} files"
 
 
@@ -278,8 +355,9 @@ def _split_outputs(sessions: list[Any], segments: list[dict[str, Any]],
                    x: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Every segment's outputs on onnxruntime, chaining features (no early stop)."""
     outs = []
-    for sess, seg in zip(sessions, segments, strict=True):
-        o = dict(zip(seg["outputs"], sess.run(None, {sess.get_inputs()[0].name: x}), strict=True))
+    for sess, _seg in zip(sessions, segments, strict=True):
+        names = [o.name for o in sess.get_outputs()]
+        o = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x}), strict=True))
         outs.append(o)
         x = o.get("feature", x)
     return outs

@@ -6,12 +6,13 @@ bundle no longer delivers what calibration promised. After the int8 files of a c
 written, `recalibrate` runs that int8 chain itself (onnxruntime, its own features fed
 forward, every sample through every segment) through a task hook, which chooses the
 thresholds on those scores with the task's own search and certification
-(`edge_ee.int8_calibration` for classification) and returns one per exit segment.
-`patch_onnx_threshold` then writes each into its int8 graph: the initializer compared
-with the `confidence` output by the exit's `Greater` node (fp32 files keep theirs).
-
-TFLite int8 files keep the fp32 thresholds (their threshold is folded into the
-flatbuffer by the converter; re-exporting per threshold is not done): the record says so.
+(`edge_ee.int8_calibration` for classification) and returns one per exit segment. The
+chain runs on its own format's runtime (onnxruntime for `onnx-int8`, the LiteRT
+interpreter for `tflite-int8`), and each threshold is written into its int8 file:
+`patch_onnx_threshold` (the initializer compared with the `confidence` output by the
+exit's `Greater` node) or `converters.formats.tflite.patch_tflite_threshold` (the float32
+constant of the flatbuffer's `GREATER` op, rewritten in place). fp32 files keep theirs;
+`exit.thresholds_by_format` records each int8 format's own.
 """
 
 from __future__ import annotations
@@ -57,23 +58,26 @@ def patch_onnx_threshold(path: Path, value: float) -> float:
 
 def recalibrate(tmp: Path, specs: Sequence[SegmentSpec], segments: list[dict[str, Any]],
                 fmt: str, hook: ThresholdHook) -> dict[str, Any]:
-    """Run the hook on the int8 chain of `fmt` in `tmp`, patch its thresholds; the record."""
+    """Run the hook on the int8 chain of `fmt` ('onnx' | 'tflite') in `tmp`, patch its
+    thresholds into its files; the record."""
+    from converters.formats.tflite import patch_tflite_threshold
+    from converters.quantize import onnx_runner, tflite_runner
     key = f"{fmt}-int8"
+    runner, patch, runtime = {
+        "onnx": (onnx_runner, patch_onnx_threshold, "onnxruntime"),
+        "tflite": (tflite_runner, patch_tflite_threshold, "LiteRT interpreter")}[fmt]
     exit_segs = [i for i, s in enumerate(specs) if s.is_exit]
-    if fmt != "onnx":
-        return {"source": "fp32 thresholds (int8-consistent thresholds are ONNX-only)"}
-    from converters.quantize import onnx_runner
-    runners = [onnx_runner(tmp / segments[i]["files"][key], s.output_names)
+    runners = [runner(tmp / segments[i]["files"][key], s.output_names)
                for i, s in enumerate(specs)]
     out = hook(lambda i, x: runners[i](np.ascontiguousarray(x, np.float32)), exit_segs)
     thresholds = out.pop("thresholds")
     fp32 = {}
     for i, t in thresholds.items():
-        fp32[i] = patch_onnx_threshold(tmp / segments[i]["files"][key], t)
+        fp32[i] = patch(tmp / segments[i]["files"][key], t)
         finite = float(t) if np.isfinite(t) else None
-        segments[i]["exit"] = {**segments[i]["exit"],
-                               "thresholds_by_format": {key: finite}}
-    return {"source": f"the {key} files' own scores (onnxruntime)",
+        own = {**(segments[i]["exit"].get("thresholds_by_format") or {}), key: finite}
+        segments[i]["exit"] = {**segments[i]["exit"], "thresholds_by_format": own}
+    return {"source": f"the {key} files' own scores ({runtime})",
             "thresholds": {str(i): (float(t) if np.isfinite(t) else None)
                            for i, t in thresholds.items()},
             "fp32_thresholds": {str(i): v for i, v in fp32.items()}, **out}

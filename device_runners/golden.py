@@ -46,7 +46,7 @@ Case = tuple[str, int, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray 
 def self_check(bundle: Bundle, backend: Backend) -> dict[str, Any]:
     """Raise `SelfCheckError` unless this runtime reproduces the golden outputs."""
     golden = bundle.golden()
-    tol = _tolerances(bundle, backend)
+    tol = tolerances(bundle, backend)
     if granularity(bundle) == "position":
         return _position_check(bundle, backend, golden, tol)
     cases = (_sample_cases if granularity(bundle) == "sample" else _token_cases)(
@@ -64,7 +64,8 @@ def self_check(bundle: Bundle, backend: Backend) -> dict[str, Any]:
     return report
 
 
-def _tolerances(bundle: Bundle, backend: Backend) -> dict[str, Any]:
+def tolerances(bundle: Bundle, backend: Backend) -> dict[str, Any]:
+    """The golden tolerances and key prefix for the backend's file format."""
     g = bundle.manifest.get("golden") or {}
     fmt = (g.get("formats") or {}).get(backend.file_format, {})
     tol = {"atol": 1e-4, "rtol": 1e-3, "confidence_atol": 2e-3, "prefix": "", **g, **fmt}

@@ -27,6 +27,7 @@ import numpy as np
 from device_runners.backends import Backend
 from device_runners.errors import BundleError, SelfCheckError
 from device_runners.executor import Outcome, execute, granularity
+from device_runners.golden import tolerances
 from device_runners.manifest import Bundle
 
 log = logging.getLogger(__name__)
@@ -113,17 +114,32 @@ def agreement(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
             "passed": bool(ok_exit.all() and ok_pred.all() and worst <= confidence_atol)}
 
 
-def thresholds_of(bundle: Bundle) -> list[float | None]:
-    return [s["exit"].get("threshold") for s in bundle.segments]
+def segment_thresholds(segments: Sequence[Mapping[str, Any]], fmt: str | None = None
+                       ) -> list[float | None]:
+    """Each segment's exit threshold (manifest entries); with `fmt`, the files of that
+    format's own where they carry one (`exit.thresholds_by_format`: int8 calibrated on its
+    own scores). None: no exit (or never exits)."""
+    out = []
+    for s in segments:
+        own = s["exit"].get("thresholds_by_format") or {}
+        out.append(own[fmt] if fmt is not None and fmt in own else s["exit"].get("threshold"))
+    return out
+
+
+def thresholds_of(bundle: Bundle, fmt: str | None = None) -> list[float | None]:
+    """`segment_thresholds` of a loaded bundle."""
+    return segment_thresholds(bundle.segments, fmt)
 
 
 def self_check_ingraph(bundle: Bundle, backend: Backend) -> dict[str, Any]:
-    """The golden inputs one at a time through the in-graph graph must end where torch's
-    chain (the golden per-segment outputs) ends; raise `SelfCheckError` otherwise."""
+    """The golden inputs one at a time through the in-graph graph must end where the chain
+    of the backend's format ends (torch's golden outputs; an int8 format's own recorded
+    ones, with its tolerances and own thresholds); raise `SelfCheckError` otherwise."""
     g = bundle.golden()
-    tol = {"confidence_atol": 2e-3, **(bundle.manifest.get("golden") or {})}
-    outs = [{k: g[f"seg{s['index']}/{k}"] for k in s["outputs"]} for s in bundle.segments]
-    ref = reference(outs, thresholds_of(bundle), tol["confidence_atol"])
+    tol = tolerances(bundle, backend)
+    p = tol["prefix"]
+    outs = [{k: g[f"{p}seg{s['index']}/{k}"] for k in s["outputs"]} for s in bundle.segments]
+    ref = reference(outs, thresholds_of(bundle, backend.file_format), tol["confidence_atol"])
     x = g["input"]
     rows = [execute_ingraph(bundle, backend, x[n : n + 1]) for n in range(len(x))]
     got = {"exit": np.concatenate([r.exit for r in rows]),

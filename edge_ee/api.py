@@ -29,6 +29,7 @@ from edge_ee.exitnet import ExitNet, from_module
 from edge_ee.exits import ExitSpec
 from edge_ee.exits.trained import TrainExitsConfig, attach_exits, train_exits
 from edge_ee.inspect import CutPoint, auto_cuts, cut_points
+from edge_ee.int8_calibration import int8_thresholds_for
 from edge_ee.models.user import load_user_model
 from edge_ee.pipeline import (
     FitConfig,
@@ -78,11 +79,24 @@ def evaluate(net: ExitNet, fitted: FittedExits, data: Any, batch_size: int = 256
 
 
 def export_bundle(net: ExitNet, fitted: FittedExits, out: str | Path, data: Any, name: str,
-                  test: ExitTable | None = None, **options: Any) -> Path:
+                  test: ExitTable | None = None, *, train: Any = None, calib_data: Any = None,
+                  int8_thresholds: str = "own", **options: Any) -> Path:
     """Write the exit-split bundle, validated against torch on real samples of `data`;
-    `options` are `pipeline.export`'s (formats, int8, overwrite, ...)."""
+    `options` are `pipeline.export`'s (formats, int8, calibration_data, overwrite, ingraph, ...).
+
+    With `int8=True` the int8 files' thresholds are chosen as `edge-ee build --int8` does
+    (`edge_ee.int8_calibration.int8_thresholds_for`): on their own scores ("own", the
+    default; needs `train`, the split given to `fit` — default `calibration_data` — and the
+    same `calib_data` when `fit` had one) or copied from fp32 ("fp32")."""
     calib = None
     if fitted.chosen is not None:
         table = test or evaluate_split(net, fitted.heads, data, fitted.costs, progress=False)
         calib = calibration_record(fitted, fitted.config or FitConfig(), table)
-    return export(net, fitted.heads, out, data, name, calib, **options)
+    hook = None
+    if options.get("int8"):
+        hook, label = int8_thresholds_for(fitted, int8_thresholds,
+                                          train if train is not None else
+                                          options.get("calibration_data"), calib_data)
+        if calib is not None:
+            calib["int8_thresholds"] = label
+    return export(net, fitted.heads, out, data, name, calib, int8_thresholds=hook, **options)

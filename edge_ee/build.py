@@ -25,6 +25,7 @@ from edge_ee.data import ImageSplit, load_cifar10_jpeg, load_fashion_mnist
 from edge_ee.datasets import ImageFolder
 from edge_ee.errors import ConfigError, ModelError
 from edge_ee.exitnet import ExitNet, from_resnet_cifar, from_sequential
+from edge_ee.int8_calibration import int8_thresholds_for
 from edge_ee.models.resnet_cifar import load_resnet_cifar
 from edge_ee.models.small_cnn import asset_path, load_small_cnn
 from edge_ee.models.weights import sha256_file
@@ -142,13 +143,15 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
                  overwrite: bool = False, monolithic: bool = False,
                  formats: tuple[str, ...] = ("onnx",), int8: bool = False,
                  user: UserModel | None = None, candidates: bool = False,
-                 int8_thresholds: str = "own") -> Path:
+                 int8_thresholds: str = "own",
+                 strategies: tuple[str, ...] = ("split", "ingraph")) -> Path:
     check_replaceable(out, overwrite)  # before any pass over data: --out, --overwrite
     if cfg.overheads is not None:  # a corrupt or foreign file fails now; its exits after fitting
         from edge_ee.overheads import read_overheads
         read_overheads(cfg.overheads)
     net, train, test, source = load_model(model, data, user)
-    fmt = {"formats": formats, "int8": int8, "calibration_data": train}
+    fmt = {"formats": formats, "int8": int8, "calibration_data": train,
+           "ingraph": "ingraph" in strategies}
     if monolithic:
         path = export(net, [None] * net.num_exits, out, test, f"{net.name}-full", None, source,
                       monolithic=True, overwrite=overwrite, **fmt)
@@ -176,8 +179,9 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
               f"{table.full_accuracy - on_test.accuracy:.4f}", file=sys.stderr)
     calib_rec = calibration_record(fitted, cfg, table)
     calib_rec["test_split"] = {"n": len(test_eval), "calibration_samples_left_out": removed}
-    hook = _int8_hook(fitted, cfg, train, calib) if int8 and int8_thresholds == "own" else None
-    calib_rec["int8_thresholds"] = "own" if hook is not None else ("fp32" if int8 else None)
+    hook, label = int8_thresholds_for(fitted, int8_thresholds, train, calib) if int8 \
+        else (None, None)
+    calib_rec["int8_thresholds"] = label
     path = export(net, fitted.heads, out, test, f"{net.name}-{cfg.exit_spec.label}", calib_rec,
                   source, overwrite=overwrite, candidates=candidates, int8_thresholds=hook,
                   **fmt)
@@ -185,17 +189,6 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
         _print_int8(path)
     print(f"wrote {path}", file=sys.stderr)
     return path
-
-
-def _int8_hook(fitted, cfg: FitConfig, train: ImageSplit, calib: ImageSplit | None):
-    """The int8 files' own thresholds: on the same search and selection splits as fp32."""
-    from edge_ee.data import split_indices
-    from edge_ee.int8_calibration import threshold_hook
-    if not any(h is not None and h.enabled for h in fitted.heads):
-        return None  # no exit kept: nothing to calibrate
-    _, hold = split_indices(len(train), cfg.calib_fraction, cfg.seed)
-    exits = [i for i, h in enumerate(fitted.heads) if h is not None and h.enabled]
-    return threshold_hook(fitted, cfg, train.subset(hold), calib, exits)
 
 
 def _print_int8(path: Path) -> None:

@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--int8-thresholds", choices=("own", "fp32"), default="own",
                    help="with --int8: choose the int8 files' exit thresholds on their own "
                         "scores (own, the default) or copy the fp32 thresholds (fp32)")
+    b.add_argument("--strategies", default="split,ingraph", type=ct.strategies,
+                   help="execution strategies the bundle carries, comma-separated: split (one "
+                        "graph per segment; always) and ingraph (the exits as ONNX If in one "
+                        "graph per precision, fp32 and int8; ONNX only; it repeats the "
+                        "segments' weights, so an ONNX bundle about doubles in size — "
+                        "--strategies split leaves it out)")
     b.add_argument("--candidates", action="store_true",
                    help="also carry every exit with a head as a candidate, so "
                         "`edge-ee-run BUNDLE --measure-overheads` can time them on the device "
@@ -272,7 +278,7 @@ def cmd_build(a: argparse.Namespace) -> int:
                      std=a.std, resize=a.resize, crop=a.crop)
     build_bundle(a.model, a.data, a.out, _fit_config(a), a.overwrite, a.monolithic,
                  formats=formats, int8=a.int8, user=user, candidates=a.candidates,
-                 int8_thresholds=a.int8_thresholds)
+                 int8_thresholds=a.int8_thresholds, strategies=a.strategies)
     return 0
 
 

@@ -54,6 +54,20 @@ def formats(text: str) -> str:
     return text
 
 
+def strategies(text: str) -> tuple[str, ...]:
+    """Comma-separated execution strategies a bundle carries (device_runners.strategies);
+    `split` is always among them (every runner can run it)."""
+    from device_runners.strategies import STRATEGIES
+    names = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    bad = [f for f in names if f not in STRATEGIES]
+    if bad or "split" not in names:
+        raise argparse.ArgumentTypeError(
+            f"--strategies {text!r}: give split and optionally "
+            f"{', '.join(k for k in STRATEGIES if k != 'split')} (comma-separated), e.g. "
+            "split,ingraph; " + (f"unknown {bad}" if bad else "split is always carried"))
+    return names
+
+
 def int_tuple(text: str) -> tuple[int, ...]:
     """A shape: positive integers separated by commas (e.g. 3,32,32)."""
     try:

@@ -10,6 +10,9 @@ chooses the thresholds with the same search, pick and certification
 bundle's exits can fire; the others stay off. The record holds the int8 operating point
 (what its calibration promises), the fp32 one, and how often the int8 chain takes the
 same exit with the same prediction as fp32 on the selection split (reported, not a goal).
+
+`int8_thresholds_for` is the one place both `edge-ee build --int8` and
+`edge_ee.api.export_bundle(..., int8=True)` decide which thresholds the int8 files get.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from edge_ee.calib_source import data_sha256
 from edge_ee.calibrate import ExitTable
-from edge_ee.data import ImageSplit
+from edge_ee.data import ImageSplit, split_indices
+from edge_ee.errors import ConfigError
 from edge_ee.pipeline import FitConfig, FittedExits, choose_thresholds
 
 Run = Callable[[int, np.ndarray], dict[str, np.ndarray]]
@@ -84,3 +89,40 @@ def threshold_hook(fitted: FittedExits, cfg: FitConfig, search: ImageSplit,
                                         "exit_and_prediction": float(same.mean())},
                 "messages": list(f8.messages)}
     return hook
+
+
+INT8_THRESHOLDS = ("own", "fp32")
+
+
+def int8_thresholds_for(fitted: FittedExits, mode: str, train: ImageSplit | None,
+                        calib: ImageSplit | None = None
+                        ) -> tuple[Callable[[Run, list[int]], dict[str, Any]] | None, str]:
+    """(the hook for `pipeline.export(int8_thresholds=...)` or None, the record's label).
+
+    `mode` "own": thresholds chosen on the int8 chain's own scores, on the same splits
+    fp32 calibration used — the hold-out of `train` (the split `fit_exits` got; its
+    `calib_fraction` and `seed`) and `calib` (the `calib_data` given to `fit_exits`, else
+    the hold-out). Both are checked against `fitted.source` (sha256), so thresholds are
+    never chosen on other data than fp32's. "fp32": the fp32 thresholds are copied. With
+    no exit kept there is nothing to calibrate (None, "fp32")."""
+    if mode not in INT8_THRESHOLDS:
+        raise ConfigError(f"int8_thresholds must be one of {INT8_THRESHOLDS}, got {mode!r}")
+    exits = [i for i, h in enumerate(fitted.heads) if h is not None and h.enabled]
+    if mode == "fp32" or not exits or fitted.chosen is None:
+        return None, "fp32"
+    cfg = fitted.config or FitConfig()
+    if train is None or not hasattr(train, "subset"):
+        raise ConfigError("int8 thresholds on the int8 files' own scores need the training split "
+                          "fit_exits used (train=...); or pass int8_thresholds='fp32'")
+    _, hold = split_indices(len(train), cfg.calib_fraction, cfg.seed)
+    search = train.subset(hold)
+    src = fitted.source or {}
+    if src.get("kind") == "calib-data" and calib is None:
+        raise ConfigError("the thresholds were chosen on calib_data; pass the same calib_data "
+                          "for the int8 files' own thresholds (or int8_thresholds='fp32')")
+    selection = calib if src.get("kind") == "calib-data" else search
+    if src.get("sha256") and data_sha256(selection) != src["sha256"]:
+        raise ConfigError(f"the data given for the int8 thresholds is not the {src['kind']} "
+                          "the fp32 thresholds were chosen on (sha256 differs); pass the same "
+                          "train (and calib_data) as to fit")
+    return threshold_hook(fitted, cfg, search, calib, exits), "own"

@@ -22,7 +22,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
 
 from converters.ingraph import assemble, exits_off, write_ingraph
 from device_runners.backends import open_backend
@@ -30,31 +29,12 @@ from device_runners.errors import BundleError, ChecksumError
 from device_runners.executor import execute
 from device_runners.manifest import load_bundle
 from device_runners.strategies import INGRAPH, available, choose, execute_ingraph
+from tests.helpers_models import tiny_cnn
 
 # building the tiny bundle (training, fit, export, validation) takes ~30 s: slow
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, "-m", "device_runners.cli"]
-
-
-def _tiny_net(train) -> nn.Sequential:
-    """A seeded CNN trained for two epochs on the 3000 training images (a few seconds)."""
-    torch.manual_seed(7)
-    net = nn.Sequential(
-        nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
-        nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
-        nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU()),
-        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)),
-    )
-    x, y = torch.from_numpy(train.normalised()), torch.from_numpy(train.labels).long()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +44,7 @@ def tiny_bundle(tmp_path_factory, fashion) -> Path:
     from edge_ee.exitnet import from_sequential
     from edge_ee.exits import ExitSpec
     from edge_ee.pipeline import FitConfig, export, fit_exits
-    net = from_sequential(_tiny_net(fashion[0]), [0, 1, 2], (1, 28, 28), "tiny-cnn")
+    net = from_sequential(tiny_cnn(fashion[0]), [0, 1, 2], (1, 28, 28), "tiny-cnn")
     fitted = fit_exits(net, fashion[0], FitConfig(exit_spec=ExitSpec.parse("lda:2")),
                        progress=False)
     f = torch.from_numpy(fashion[0].normalised()[:1000])

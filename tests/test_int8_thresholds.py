@@ -1,6 +1,8 @@
 """int8 files calibrated on their own scores: the CLI build bakes thresholds chosen on the
 int8 chain into its graphs, and the device runner on the calibration samples reproduces
-exactly the operating point that calibration recorded (real data, real onnxruntime)."""
+exactly the operating point that calibration recorded (real data, real onnxruntime).
+The Python API (`api.export_bundle(..., int8=True)`) gives the same thresholds as the CLI
+on the same model and data; `--strategies split` leaves the in-graph files out."""
 
 from __future__ import annotations
 
@@ -25,19 +27,45 @@ def _threshold(path: Path) -> float:
     return float(numpy_helper.to_array(init))
 
 
-def test_int8_thresholds_match_their_calibration(tmp_path: Path) -> None:
+BUILD = ("--model", "fashion-cnn", "--int8", "--calib-data", "test", "--calib-samples", "500",
+         "--batch-size", "500", "--max-drop", "0.02")
+
+
+@pytest.fixture(scope="module")
+def cli_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    """(data folder, bundle) of `edge-ee build --int8 --strategies split` on 3000/1000 images."""
     from edge_ee.calib_source import balanced_subset
     from edge_ee.data import load_fashion_mnist
+    tmp = tmp_path_factory.mktemp("int8own")
     tr = load_fashion_mnist("train", SHARED_DATA / "fashion-mnist")
     te = load_fashion_mnist("test", SHARED_DATA / "fashion-mnist")
-    data = write_fashion_folder(tmp_path / "fm", balanced_subset(tr, 3000, seed=1)[0],
+    data = write_fashion_folder(tmp / "fm", balanced_subset(tr, 3000, seed=1)[0],
                                 balanced_subset(te, 1000, seed=1)[0])
-    out = tmp_path / "b"
-    r = run_cli("edge-ee", "build", "--model", "fashion-cnn", "--data", str(data), "--out",
-             str(out), "--int8", "--calib-data", "test", "--calib-samples", "500",
-             "--batch-size", "500", "--max-drop", "0.02")
+    out = tmp / "b"
+    r = run_cli("edge-ee", "build", *BUILD, "--data", str(data), "--out", str(out),
+                "--strategies", "split")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "onnx-int8: thresholds on its own scores" in r.stderr
+    return data, out
+
+
+def test_strategies_flag_leaves_ingraph_out(cli_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+    _, out = cli_bundle
+    m = json.loads((out / "manifest.json").read_text())
+    assert "strategies" not in m and not list(out.glob("ingraph*"))
+    r = run_cli("edge-ee", "build", *BUILD, "--data", "unused", "--out", str(tmp_path / "x"),
+                "--strategies", "ingraph")
+    assert r.returncode == 2 and "split is always carried" in r.stderr
+    r = run_cli("edge-ee", "build", "--help")
+    assert "--strategies" in r.stdout and "split,ingraph" in r.stdout
+    assert "doubles in size" in " ".join(r.stdout.split())
+
+
+def test_int8_thresholds_match_their_calibration(cli_bundle: tuple[Path, Path],
+                                                 tmp_path: Path) -> None:
+    from edge_ee.calib_source import balanced_subset
+    from edge_ee.data import load_fashion_mnist
+    data, out = cli_bundle
     m = json.loads((out / "manifest.json").read_text())
     rec = m["quantization"]["formats"]["onnx-int8"]["thresholds"]
     assert m["calibration"]["int8_thresholds"] == "own"
@@ -74,3 +102,40 @@ def test_int8_thresholds_match_their_calibration(tmp_path: Path) -> None:
     for k, e in enumerate(points):
         got[e] = float((seg_exit == k).mean())
     assert got == pytest.approx(point["exit_fractions"], abs=2 / 500)
+
+
+def test_api_export_bundle_int8_thresholds_equal_the_cli(cli_bundle: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    """The same model, data and config through the Python API: the int8 files get the
+    thresholds the CLI chose (one code path), and the API bundle carries both in-graph files."""
+    from edge_ee import api
+    from edge_ee.build import load_model, prepare_calibration
+    from edge_ee.errors import ConfigError
+    from edge_ee.int8_calibration import int8_thresholds_for
+    data, cli_out = cli_bundle
+    cfg = api.FitConfig(max_drop=0.02, batch_size=500, calib_data="test", calib_samples=500)
+    net, train, test, _ = load_model("fashion-cnn", str(data))
+    calib, _, _ = prepare_calibration(cfg, "fashion-cnn", train, test)
+    fitted = api.fit(net, train, cfg, calib_data=calib, progress=False)
+    with pytest.raises(ConfigError, match="calib_data"):  # chosen on calib_data: needs it
+        int8_thresholds_for(fitted, "own", train)
+    with pytest.raises(ConfigError, match="sha256"):  # other data than fp32's
+        int8_thresholds_for(fitted, "own", train, calib.subset(np.arange(1, len(calib))))
+    out = api.export_bundle(net, fitted, tmp_path / "api", test, "api-int8", int8=True,
+                            calibration_data=train, calib_data=calib)
+    cli = json.loads((cli_out / "manifest.json").read_text())
+    got = json.loads((out / "manifest.json").read_text())
+    assert got["calibration"]["int8_thresholds"] == "own"
+    assert len(got["segments"]) == len(cli["segments"]) > 1
+    for a, b in zip(got["segments"], cli["segments"], strict=True):
+        assert a["exit"].get("threshold") == pytest.approx(b["exit"].get("threshold"))
+        ta, tb = a["exit"].get("thresholds_by_format"), b["exit"].get("thresholds_by_format")
+        assert (ta is None) == (tb is None)
+        if ta is not None:
+            assert ta["onnx-int8"] == pytest.approx(tb["onnx-int8"], rel=1e-6)
+    rec = got["quantization"]["formats"]["onnx-int8"]["thresholds"]
+    rec_cli = cli["quantization"]["formats"]["onnx-int8"]["thresholds"]
+    for k in ("accuracy", "cost_fraction", "exit_fractions"):
+        assert rec["point"][k] == pytest.approx(rec_cli["point"][k])
+    assert got["strategies"]["ingraph"]["files"] == {"onnx": "ingraph.onnx",
+                                                     "onnx-int8": "ingraph.int8.onnx"}

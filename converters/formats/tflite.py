@@ -211,4 +211,64 @@ def export_tflite_int8(module: nn.Module, calib_x: np.ndarray, path: Path,
         raise ExportValidationError(
             f"TFLite int8 (PT2E) export of {type(module).__name__} failed: "
             f"{type(err).__name__}: {err}; export without --int8 or with --formats onnx") from err
+    _check_output_shapes(module, x[:1], path)
     return path
+
+
+def _check_output_shapes(module: nn.Module, x1: torch.Tensor, path: Path) -> None:
+    """The file's outputs must have torch's shapes. litert-torch 0.10 writes some int8
+    outputs in its internal NHWC layout (measured: the fashion-resnet stem's conv-BN-ReLU
+    feature as (1, 28, 28, 24) for torch's (1, 24, 28, 28)); the next segment would get
+    the wrong layout, so such a file is refused here with a typed error."""
+    from converters.quantize import tflite_runner
+    with torch.no_grad():
+        want = module(x1)
+    want = [want] if isinstance(want, torch.Tensor) else list(want)
+    names = [f"output_{k}" for k in range(len(want))]
+    got = tflite_runner(path, names)(x1.numpy())
+    for name, w in zip(names, want, strict=True):
+        if tuple(got[name].shape) != tuple(w.shape):
+            raise ExportValidationError(
+                f"TFLite int8 (PT2E) file of {type(module).__name__}: {name} has shape "
+                f"{tuple(got[name].shape)}, torch gives {tuple(w.shape)} (litert-torch kept its "
+                "internal NHWC layout at this output); export int8 with --formats onnx, or "
+                "TFLite fp32 only")
+
+
+def patch_tflite_threshold(path: Path, value: float) -> float:
+    """Set the threshold an exit segment's `.tflite` file compares its confidence with (the
+    constant float32 scalar input of the one `GREATER` op whose result is a graph output:
+    the exit flag); returns the old one. The 4 bytes are rewritten in place in the
+    flatbuffer (read with the LiteRT schema), the file replaced atomically."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from converters.errors import QuantizationError
+    from device_runners.files import atomic_write_bytes
+
+    buf = bytearray(Path(path).read_bytes())
+    model = schema.Model.GetRootAsModel(buf, 0)
+    codes = [max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(model.OperatorCodesLength())]
+    found = []
+    for si in range(model.SubgraphsLength()):
+        g = model.Subgraphs(si)
+        outputs = {g.Outputs(k) for k in range(g.OutputsLength())}
+        for oi in range(g.OperatorsLength()):
+            op = g.Operators(oi)
+            if (codes[op.OpcodeIndex()] != schema.BuiltinOperator.GREATER or op.InputsLength() != 2
+                    or op.Outputs(0) not in outputs):
+                continue
+            t = g.Tensors(op.Inputs(1))
+            data = model.Buffers(t.Buffer()).DataAsNumpy()
+            if t.Type() == schema.TensorType.FLOAT32 and isinstance(data, np.ndarray) \
+                    and data.size == 4:
+                found.append(data)
+    if len(found) != 1:
+        raise QuantizationError(f"{Path(path).name}: found {len(found)} 'confidence > threshold' "
+                                "comparisons with a float32 constant, need exactly 1; keep fp32 "
+                                "thresholds for this bundle (--int8-thresholds fp32)")
+    view = found[0].view(np.float32)  # a view into `buf`: writing it patches the flatbuffer
+    old = float(view[0])
+    view[0] = np.float32(value)
+    atomic_write_bytes(path, bytes(buf))
+    return old
