@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,11 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
         from edge_ee.overheads import read_overheads
         read_overheads(cfg.overheads)
     net, train, test, source = load_model(model, data, user)
+    if "onnx" not in formats and cfg.strategy != "split":  # no ONNX: no in-graph file, split runs
+        if cfg.strategy == "ingraph":
+            raise ConfigError("--charge-strategy ingraph needs an ONNX bundle (in-graph exits "
+                              "are ONNX If); add onnx to --formats or charge split")
+        cfg = replace(cfg, strategy="split")
     fmt = {"formats": formats, "int8": int8, "calibration_data": train}
     if monolithic:
         path = export(net, [None] * net.num_exits, out, test, f"{net.name}-full", None, source,

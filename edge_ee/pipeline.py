@@ -18,6 +18,7 @@ the calibration set too.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from edge_ee.calibrate import (
     ExitTable,
     OperatingPoint,
     greedy_path,
+    no_exit_fits,
     pick_budget,
     pick_max_drop,
     random_hull,
@@ -59,6 +61,11 @@ from edge_ee.exits.heads import ExitHead
 from edge_ee.segments import monolithic_plan, plan_segments
 
 log = logging.getLogger(__name__)
+
+#: `--max-overhead auto` with measured charges: an input that takes no exit may cost at most
+#: 5 % more than the network without exits (issue 15's exits-off goal, ≤ 1.05×)
+DEFAULT_MAX_OVERHEAD = 0.05
+CHARGE_STRATEGIES = ("auto", "split", "ingraph")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,13 @@ class FitConfig:
     calib_data: str | None = None  # labelled data the backbone never saw (.npz, 'test', dataset path)
     calib_samples: int | None = None  # class-balanced random subset of calib_data; None = all
     refine: int = 8  # with delta: points inserted between path steps (calibrate.refine_path)
+    # worst-case bound: the enabled exits' summed charged cost (head + boundary) as a fraction
+    # of the full network; "auto" = DEFAULT_MAX_OVERHEAD when the charges are measured
+    # (latency_aware / overheads), else no bound; None = no bound (calibrate module docstring)
+    max_overhead: float | str | None = "auto"
+    # whose per-exit cost a measured charge is: split | ingraph | auto (the cheaper in total,
+    # as edge-ee-run --strategy auto runs the faster); TFLite-only builds charge split
+    strategy: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -108,6 +122,20 @@ class FitConfig:
             raise ConfigError(f"--refine must be ≥ 0, got {self.refine}")
         if self.calib_samples is not None and self.calib_samples < 1:
             raise ConfigError(f"--calib-samples must be ≥ 1, got {self.calib_samples}")
+        mo = self.max_overhead
+        if (isinstance(mo, str) and mo != "auto") or (
+                isinstance(mo, int | float) and not (math.isfinite(mo) and mo >= 0)):
+            raise ConfigError(f"--max-overhead must be 'auto', 'none' or a fraction ≥ 0 of the "
+                              f"full network (e.g. 0.05), got {mo!r}")
+        if self.strategy not in CHARGE_STRATEGIES:
+            raise ConfigError(f"--charge-strategy must be one of {', '.join(CHARGE_STRATEGIES)}, "
+                              f"got {self.strategy!r}")
+
+    def overhead_bound(self) -> float | None:
+        """The worst-case bound in force: `max_overhead`, with "auto" resolved (see the field)."""
+        if self.max_overhead == "auto":
+            return DEFAULT_MAX_OVERHEAD if (self.latency_aware or self.overheads) else None
+        return None if self.max_overhead is None else float(self.max_overhead)
 
     def variant(self, num_exits: int) -> list[ExitSpec | None]:
         keep = set(range(num_exits)) if self.exits is None else set(self.exits)
@@ -136,6 +164,7 @@ class FittedExits:
     certificate: Certificate | None = None
     messages: list[str] = field(default_factory=list)  # warnings for the user (also logged)
     exit_overhead: dict | None = None  # how the charged boundary costs were measured, and where
+    overhead: dict | None = None  # the worst-case bound and the chosen exits' charged total
 
     def warn(self, msg: str) -> None:
         """Log a warning for the user and keep it in `messages`."""
@@ -195,11 +224,13 @@ def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = 
         from edge_ee.candidates import candidate_identity
         from edge_ee.overheads import device_overheads
         charged, overhead = device_overheads(cfg.overheads, candidate_identity(net, heads, costs),
-                                             costs.head_flops)
+                                             costs.head_flops, cfg.strategy)
         cfg = replace(cfg, exit_overhead_flops=charged)
     elif cfg.latency_aware:
+        from edge_ee.boundary import BoundaryProtocol
         from edge_ee.hysteresis import stable_boundaries
-        measured = stable_boundaries(net, heads, costs.full_flops, costs.head_flops)
+        measured = stable_boundaries(net, heads, costs.full_flops, costs.head_flops,
+                                     BoundaryProtocol(strategy=cfg.strategy))
         cfg = replace(cfg, exit_overhead_flops=measured.overhead_flops)
         overhead = measured.to_json()
     fitted = FittedExits(heads, costs, table, secs, [], config=cfg, certify_table=cert_table,
@@ -229,10 +260,18 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
         search, sel_priced = search.with_costs(over), sel.with_costs(over)
     else:
         sel_priced = sel
+    bound = cfg.overhead_bound()
+    why = no_exit_fits(search, bound)
+    if why is not None and cfg.max_overhead != "auto":
+        raise CalibrationError(why)
+    if why is not None:  # the default bound: keep it, export the full network, say so
+        fitted.warn(f"{why.replace('--max-overhead', 'the default --max-overhead auto =', 1)}"
+                    "; exporting the full network (all exits off)")
     if cfg.search == "greedy":
-        path = greedy_path(search, progress=progress)
+        path = greedy_path(search, progress=progress, max_overhead=bound)
     else:
-        path = conservative_first(random_hull(search, cfg.random_vectors, cfg.seed))
+        path = conservative_first(random_hull(search, cfg.random_vectors, cfg.seed,
+                                              max_overhead=bound))
     if cfg.delta is not None:  # finer steps: a fixed-sequence walk pays nothing for length
         path = refine_path(search, path, cfg.refine)
     # the path's thresholds, priced for the search and in pure FLOPs, on the selection table
@@ -243,14 +282,26 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
         point = pick_budget(priced, cfg.budget)
         if point is None:
             cheapest = min(p.cost_fraction for p in priced)
-            raise CalibrationError(f"no thresholds reach cost {cfg.budget:.2f}; the cheapest "
-                                   f"found costs {cheapest:.2f} — raise the budget")
+            within = "" if bound is None else f" with exits charged ≤ {bound:g} in total"
+            raise CalibrationError(f"no thresholds reach cost {cfg.budget:.2f}{within}; the "
+                                   f"cheapest found costs {cheapest:.2f} — raise the budget"
+                                   + ("" if bound is None else " or --max-overhead"))
         thresholds = point.thresholds
     else:
         thresholds = pick_max_drop(priced, cfg.max_drop).thresholds
     if cfg.delta is not None:
         thresholds = _certified_choice(fitted, cfg, thresholds)
     fitted.chosen = sel.evaluate(np.asarray(thresholds))
+    fitted.overhead = {"max_overhead": bound, "requested": cfg.max_overhead,
+                       "charged": sel_priced.overhead_fraction(np.asarray(thresholds)),
+                       "kept_exits": [i for i in range(len(thresholds))
+                                      if bool(sel.enabled(np.asarray(thresholds))[i])],
+                       "meaning": "charged = summed charged cost (head + boundary) of the "
+                                  "kept exits / full network: exits-off latency ≈ (1 + charged)"
+                                  " × the network without exits, when the charges are right"}
+    if bound is not None and fitted.overhead["charged"] > bound + 1e-9:  # pragma: no cover
+        raise CalibrationError(f"internal: chosen exits are charged "
+                               f"{fitted.overhead['charged']:.4f} > --max-overhead {bound:g}")
     set_thresholds(fitted.heads, thresholds)
     return fitted.chosen
 
@@ -310,6 +361,7 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
         "exit_spec": cfg.exit_spec.label, "search": cfg.search, "max_drop": cfg.max_drop,
         "budget": cfg.budget, "exit_overhead_flops": cfg.exit_overhead_flops,
         "latency_aware": cfg.latency_aware, "exit_overhead": fitted.exit_overhead,
+        "overhead_bound": fitted.overhead,
         "fit_seconds": fitted.fit_seconds,
         "point": fitted.chosen.to_json(), "test_point": on_test.to_json(),
         "full_accuracy": {"calibration": fitted.calib.full_accuracy, "test": test.full_accuracy},

@@ -167,10 +167,11 @@ def test_host_hysteresis_keeps_or_replaces(tmp_path: Path, monkeypatch) -> None:
     assert again.overhead_flops[1] == pytest.approx(0.5 * full - hf[1])
     assert again.to_json()["hysteresis"]["kept_previous"] is True
     # within max(2·grid, 4·se) of the kept raw value: kept; just beyond it: replaced
-    rec.update(raw_fraction=[0.0, first.raw_fraction[1] + 0.039, 0.0,
-                             first.raw_fraction[3] - 0.039, 0.0], std_error=[0.0] * 5)
+    shift = 1.95 * proto.grid  # just inside 2·grid
+    rec.update(raw_fraction=[0.0, first.raw_fraction[1] + shift, 0.0,
+                             first.raw_fraction[3] - shift, 0.0], std_error=[0.0] * 5)
     kept.write_text(json.dumps(rec))
-    if max(first.std_error) * 4 < 0.039:
+    if max(first.std_error) * 4 < shift:
         assert keep_or_replace(first, kept, heads, full, hf).hysteresis["kept_previous"]
     rec.update(raw_fraction=[0.0, 9.0, 0.0, 9.0, 0.0])
     kept.write_text(json.dumps(rec))
