@@ -50,7 +50,7 @@ def _key(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,
     import onnxruntime as ort
     what = {"host": platform.node(), "machine": platform.machine(), "ort": ort.__version__,
             "threads": protocol.threads, "grid": protocol.grid, "model": net.name,
-            "strategy": protocol.strategy,
+            "strategy": protocol.strategy, "block": protocol.block,
             "input_shape": list(net.input_shape), "full_flops": int(full_flops),
             "exits": [[i, int(head_flops[i])] for i, h in enumerate(heads) if h is not None]}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]

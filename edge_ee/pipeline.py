@@ -428,7 +428,7 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
     extra, section = None, None
     if candidates and any(h is not None for h in heads):
         from edge_ee.candidates import candidate_graphs
-        extra, cand = candidate_graphs(net, heads, cost_table(net, heads))
+        extra, cand = candidate_graphs(net, heads, cost_table(net, heads), "onnx" in formats)
         section = {"candidates": cand}
     with torch.no_grad():
         full = cost_table(net, [None] * net.num_exits).full_flops

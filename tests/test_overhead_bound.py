@@ -119,6 +119,28 @@ def test_impossible_bound_is_a_typed_error_and_auto_falls_back(fitted_small) -> 
         FitConfig(strategy="both")
 
 
+def test_rounding_up_and_warm_blocks() -> None:
+    from edge_ee.boundary import BoundaryProtocol, quantise_up, time_interleaved
+    from edge_ee.errors import ConfigError
+    assert quantise_up(0.0436, 0.01) == pytest.approx(0.05)
+    assert quantise_up(0.04, 0.01) == pytest.approx(0.04) and quantise_up(-0.01, 0.01) == 0.0
+    with pytest.raises(ConfigError, match="block"):
+        BoundaryProtocol(block=0)
+    with pytest.raises(ConfigError, match="strategy"):
+        BoundaryProtocol(strategy="both")
+    runs = [0, 0]
+
+    def call(j: int):
+        def f() -> None:
+            runs[j] += 1
+            sum(range(200 * (j + 1)))
+        return f
+    t = time_interleaved([call(0), call(1)], BoundaryProtocol(rounds=20, warmup_rounds=2,
+                                                              min_duration_s=0.0, block=4))
+    # 22 rounds of 4 calls each (one re-warming call, the median of three recorded)
+    assert t.shape == (20, 2) and runs == [88, 88] and np.all(t > 0)
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     from edge_ee.calib_source import balanced_subset

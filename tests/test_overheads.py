@@ -43,7 +43,7 @@ def flow(tmp_path_factory) -> dict[str, Path]:
 def test_measure_overheads_file(flow) -> None:
     doc = json.loads(flow["ovh"].read_text())
     m = json.loads((flow["cand"] / "manifest.json").read_text())
-    assert doc["kind"] == "edge-ee-overheads" and doc["schema_version"] == 1
+    assert doc["kind"] == "edge-ee-overheads" and doc["schema_version"] == 2
     assert doc["bundle"]["manifest_sha256"] == sha256_file(flow["cand"] / "manifest.json")
     assert doc["identity"] == m["candidates"]["identity"]
     assert [e["exit_index"] for e in doc["exits"]] == [0, 1, 2, 3, 4]
@@ -63,6 +63,14 @@ def test_measure_overheads_file(flow) -> None:
         if e["probe"] == e["exit_index"]:
             assert e["boundary_fraction"] == pytest.approx(e["probe_fraction"])
         assert e["boundary_us"] == pytest.approx(e["boundary_fraction"] * doc["full_latency_us"])
+        # the in-graph strategy's cost of the same exit, measured on its own probe file
+        g25, g75 = e["ingraph_probe_fraction_iqr"]
+        assert g25 <= e["ingraph_probe_fraction"] <= g75
+        assert e["ingraph_fraction"] - e["ingraph_probe_fraction"] == pytest.approx(
+            e["boundary_fraction"] - e["probe_fraction"])
+    for g in m["candidates"]["groups"]:  # assembled by the writer, listed and hashed
+        assert g["ingraph"] == f"cand_b{g['probe']}_ingraph.onnx" and g["ingraph"] in m["files"]
+    assert doc["protocol"]["block"] == 5
     # the candidates bundle is still an ordinary bundle: it runs samples
     r = run_cli("edge-ee-run", str(flow["cand"]), "--out", str(flow["root"] / "res.json"),
              "--profile", "none", "--idle-s", "0", "--quiet")
@@ -81,7 +89,12 @@ def test_build_charges_the_device_file(flow) -> None:
     assert rec["source"] == "device" and rec["sha256"] == sha256_file(flow["ovh"])
     assert rec["bundle_manifest_sha256"] == doc["bundle"]["manifest_sha256"]
     full = doc["identity"]["full_flops"]
-    want = [max(0.0, e["boundary_fraction"] * full - x["head_flops"])
+    # auto charges the strategy that is cheaper in total on the device, as the runner's auto
+    tot = {k: sum(max(0.0, e[f"{p}_fraction"]) for e in doc["exits"])
+           for k, p in (("split", "boundary"), ("ingraph", "ingraph"))}
+    key = "boundary_fraction" if tot["split"] <= tot["ingraph"] else "ingraph_fraction"
+    assert rec["strategy"] == min(tot, key=tot.__getitem__)
+    want = [max(0.0, e[key] * full - x["head_flops"])
             for e, x in zip(doc["exits"], doc["identity"]["exits"], strict=True)]
     assert cal["exit_overhead_flops"] == pytest.approx(want)
     assert "candidates" not in json.loads((out / "manifest.json").read_text())
@@ -125,6 +138,19 @@ def test_bad_overheads_are_typed_errors(flow, tmp_path: Path) -> None:
                        (("full_flops", 1), "full_flops is")):
         with pytest.raises(EdgeEEError, match=says):
             device_overheads(flow["ovh"], {**want, edit[0]: edit[1]}, heads)
+    # a schema-1 file (before in-graph probes) still reads: auto charges the split it has,
+    # asking for the in-graph cost is a typed error saying how to get one
+    v1 = json.loads(raw)
+    v1["schema_version"] = 1
+    for e in v1["exits"]:
+        for k in [k for k in e if k.startswith("ingraph")]:
+            del e[k]
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    assert device_overheads(tmp_path / "v1.json", want, heads)[1]["strategy"] == "split"
+    with pytest.raises(EdgeEEError, match=r"no in-graph measurements.*--charge-strategy split"):
+        device_overheads(tmp_path / "v1.json", want, heads, "ingraph")
+    both = device_overheads(flow["ovh"], want, heads, "ingraph")[1]
+    assert both["strategy"] == "ingraph" and both["fraction"] == both["by_strategy"]["ingraph"]
     other = json.loads(json.dumps(want))
     other["exits"][2]["kind"] = "lda"
     with pytest.raises(EdgeEEError, match="exit 2: kind is 'e2cm' in the file, 'lda' here"):
