@@ -51,6 +51,7 @@ from device_runners.overheads import time_interleaved as _interleaved
 from edge_ee.errors import ConfigError
 from edge_ee.exitnet import ExitNet
 from edge_ee.exits.heads import ExitHead
+from edge_ee.overhead_bound import CHARGE_STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ class BoundaryProtocol:
                               f"{self.strategy!r}")
 
 
-#: strategies whose per-exit cost can be charged (`auto`: the cheaper of the two in total)
-CHARGE_STRATEGIES = ("auto", "split", "ingraph")
 MEASURED_STRATEGIES = ("split", "ingraph")
 
 

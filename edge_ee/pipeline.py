@@ -18,7 +18,6 @@ the calibration set too.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 import edge_ee
+import edge_ee.overhead_bound as ob
 from converters.chain_bundle import write_chain_bundle
 from converters.quantize import Int8Tolerance
 from converters.spec import BundleSpec, image_input
@@ -37,7 +37,6 @@ from edge_ee.calibrate import (
     ExitTable,
     OperatingPoint,
     greedy_path,
-    no_exit_fits,
     pick_budget,
     pick_max_drop,
     random_hull,
@@ -61,11 +60,6 @@ from edge_ee.exits.heads import ExitHead
 from edge_ee.segments import monolithic_plan, plan_segments
 
 log = logging.getLogger(__name__)
-
-#: `--max-overhead auto` with measured charges: an input that takes no exit may cost at most
-#: 5 % more than the network without exits (issue 15's exits-off goal, ≤ 1.05×)
-DEFAULT_MAX_OVERHEAD = 0.05
-CHARGE_STRATEGIES = ("auto", "split", "ingraph")
 
 
 @dataclass(frozen=True)
@@ -96,13 +90,10 @@ class FitConfig:
     calib_data: str | None = None  # labelled data the backbone never saw (.npz, 'test', dataset path)
     calib_samples: int | None = None  # class-balanced random subset of calib_data; None = all
     refine: int = 8  # with delta: points inserted between path steps (calibrate.refine_path)
-    # worst-case bound: the enabled exits' summed charged cost (head + boundary) as a fraction
-    # of the full network; "auto" = DEFAULT_MAX_OVERHEAD when the charges are measured
-    # (latency_aware / overheads), else no bound; None = no bound (calibrate module docstring)
+    # worst-case bound on the kept exits' summed charged cost / full network (edge_ee.
+    # overhead_bound): "auto" = 0.05 with measured charges, else none; None = no bound
     max_overhead: float | str | None = "auto"
-    # whose per-exit cost a measured charge is: split | ingraph | auto (the cheaper in total,
-    # as edge-ee-run --strategy auto runs the faster); TFLite-only builds charge split
-    strategy: str = "auto"
+    strategy: str = "auto"  # whose per-exit cost is charged: split | ingraph | auto
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -122,20 +113,11 @@ class FitConfig:
             raise ConfigError(f"--refine must be ≥ 0, got {self.refine}")
         if self.calib_samples is not None and self.calib_samples < 1:
             raise ConfigError(f"--calib-samples must be ≥ 1, got {self.calib_samples}")
-        mo = self.max_overhead
-        if (isinstance(mo, str) and mo != "auto") or (
-                isinstance(mo, int | float) and not (math.isfinite(mo) and mo >= 0)):
-            raise ConfigError(f"--max-overhead must be 'auto', 'none' or a fraction ≥ 0 of the "
-                              f"full network (e.g. 0.05), got {mo!r}")
-        if self.strategy not in CHARGE_STRATEGIES:
-            raise ConfigError(f"--charge-strategy must be one of {', '.join(CHARGE_STRATEGIES)}, "
-                              f"got {self.strategy!r}")
+        ob.check_fields(self.max_overhead, self.strategy)
 
     def overhead_bound(self) -> float | None:
         """The worst-case bound in force: `max_overhead`, with "auto" resolved (see the field)."""
-        if self.max_overhead == "auto":
-            return DEFAULT_MAX_OVERHEAD if (self.latency_aware or self.overheads) else None
-        return None if self.max_overhead is None else float(self.max_overhead)
+        return ob.resolve(self.max_overhead, bool(self.latency_aware or self.overheads))
 
     def variant(self, num_exits: int) -> list[ExitSpec | None]:
         keep = set(range(num_exits)) if self.exits is None else set(self.exits)
@@ -261,12 +243,7 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
     else:
         sel_priced = sel
     bound = cfg.overhead_bound()
-    why = no_exit_fits(search, bound)
-    if why is not None and cfg.max_overhead != "auto":
-        raise CalibrationError(why)
-    if why is not None:  # the default bound: keep it, export the full network, say so
-        fitted.warn(f"{why.replace('--max-overhead', 'the default --max-overhead auto =', 1)}"
-                    "; exporting the full network (all exits off)")
+    ob.admit(search, bound, cfg.max_overhead, fitted.warn)
     if cfg.search == "greedy":
         path = greedy_path(search, progress=progress, max_overhead=bound)
     else:
@@ -292,16 +269,7 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
     if cfg.delta is not None:
         thresholds = _certified_choice(fitted, cfg, thresholds)
     fitted.chosen = sel.evaluate(np.asarray(thresholds))
-    fitted.overhead = {"max_overhead": bound, "requested": cfg.max_overhead,
-                       "charged": sel_priced.overhead_fraction(np.asarray(thresholds)),
-                       "kept_exits": [i for i in range(len(thresholds))
-                                      if bool(sel.enabled(np.asarray(thresholds))[i])],
-                       "meaning": "charged = summed charged cost (head + boundary) of the "
-                                  "kept exits / full network: exits-off latency ≈ (1 + charged)"
-                                  " × the network without exits, when the charges are right"}
-    if bound is not None and fitted.overhead["charged"] > bound + 1e-9:  # pragma: no cover
-        raise CalibrationError(f"internal: chosen exits are charged "
-                               f"{fitted.overhead['charged']:.4f} > --max-overhead {bound:g}")
+    fitted.overhead = ob.record(bound, cfg.max_overhead, sel_priced, thresholds)
     set_thresholds(fitted.heads, thresholds)
     return fitted.chosen
 
