@@ -83,9 +83,9 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                         "pure FLOPs; 'none': no bound")
     p.add_argument("--charge-strategy", choices=("auto", "split", "ingraph"), default="auto",
                    help="with --latency-aware / --overheads: charge each exit what it costs in "
-                        "this strategy: split segments, in-graph If, or auto (the cheaper in "
-                        "total, as edge-ee-run --strategy auto runs the faster; split when "
-                        "the bundle has no ONNX)")
+                        "this strategy: split segments, in-graph If, or auto (per exit the "
+                        "larger of the two, since edge-ee-run --strategy auto may run either; "
+                        "split when the bundle has no ONNX)")
 
 
 def _max_overhead(text: str) -> float | str | None:

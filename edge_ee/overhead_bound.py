@@ -30,8 +30,8 @@ from edge_ee.errors import CalibrationError, ConfigError
 
 #: `--max-overhead auto` with measured charges (see the module docstring)
 DEFAULT_MAX_OVERHEAD = 0.05
-#: whose per-exit cost a measured charge is (`auto`: the cheaper in total, as the runner's
-#: `--strategy auto` runs the faster; TFLite-only builds charge `split`)
+#: whose per-exit cost a measured charge is (`auto`: per exit the larger of split and
+#: in-graph, as the runner's `--strategy auto` may run either; TFLite-only builds: `split`)
 CHARGE_STRATEGIES = ("auto", "split", "ingraph")
 
 

@@ -63,9 +63,10 @@ def _difference(want: dict[str, Any], got: dict[str, Any]) -> str | None:
 
 
 def charged_strategy(doc: dict[str, Any], strategy: str, path: str | Path) -> str:
-    """Which strategy's fractions to charge: `split`, `ingraph` (needs a schema-2 file of a
-    bundle whose candidates carry in-graph probes), or `auto` (the cheaper in total of those
-    the file has, as the runner's auto runs the faster)."""
+    """Which costs to charge: `split`, `ingraph` (needs a schema-2 file of a bundle whose
+    candidates carry in-graph probes), or for `auto` per exit the larger of the two the file
+    has (`max`, as the host does: the runner's auto may run either; `split` for a file
+    without in-graph figures)."""
     has_ingraph = all(e.get("ingraph_fraction") is not None for e in doc["exits"])
     if strategy == "ingraph" and not has_ingraph:
         raise OverheadsError(f"--overheads {path} has no in-graph measurements (written by an "
@@ -74,11 +75,15 @@ def charged_strategy(doc: dict[str, Any], strategy: str, path: str | Path) -> st
                              "measure again, or pass --charge-strategy split")
     if strategy != "auto":
         return strategy
-    if not has_ingraph:
-        return "split"
-    total = {k: sum(max(0.0, e[f]) for e in doc["exits"])
-             for k, f in (("split", "boundary_fraction"), ("ingraph", "ingraph_fraction"))}
-    return min(total, key=total.__getitem__)
+    return "max" if has_ingraph else "split"
+
+
+def _fraction(e: dict[str, Any], charged: str) -> float:
+    if charged == "split":
+        return e["boundary_fraction"]
+    if charged == "ingraph":
+        return e["ingraph_fraction"]
+    return max(e["boundary_fraction"], e["ingraph_fraction"])
 
 
 def device_overheads(path: str | Path, identity: dict[str, Any], head_flops: tuple[int, ...],
@@ -95,19 +100,18 @@ def device_overheads(path: str | Path, identity: dict[str, Any], head_flops: tup
             "that file")
     full = identity["full_flops"]
     charged = charged_strategy(doc, strategy, path)
-    key = "boundary_fraction" if charged == "split" else "ingraph_fraction"
     by_exit = {e["exit_index"]: e for e in doc["exits"]}
     flops = []
     for i, h in enumerate(head_flops):
         e = by_exit.get(i)
-        flops.append(0.0 if e is None else max(0.0, e[key] * full - h))
+        flops.append(0.0 if e is None else max(0.0, _fraction(e, charged) * full - h))
     record = {"source": "device", "file": str(path), "sha256": digest,
               "bundle_manifest_sha256": doc["bundle"]["manifest_sha256"],
               "device": doc["device"], "measured_at": doc.get("measured_at"),
               "statistic": doc.get("statistic"), "rounds": doc["rounds"],
               "full_latency_us": doc["full_latency_us"],
               "strategy": charged,
-              "fraction": [by_exit[i][key] if i in by_exit else 0.0
+              "fraction": [_fraction(by_exit[i], charged) if i in by_exit else 0.0
                            for i in range(len(head_flops))],
               "by_strategy": {k: [by_exit[i].get(f) if i in by_exit else 0.0
                                   for i in range(len(head_flops))]
