@@ -83,9 +83,9 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                         "pure FLOPs; 'none': no bound")
     p.add_argument("--charge-strategy", choices=("auto", "split", "ingraph"), default="auto",
                    help="with --latency-aware / --overheads: charge each exit what it costs in "
-                        "this strategy: split segments, in-graph If, or auto (per exit the "
-                        "larger of the two, since edge-ee-run --strategy auto may run either; "
-                        "split when the bundle has no ONNX)")
+                        "this strategy: split segments, in-graph If, or auto (in-graph, "
+                        "split when the bundle has no ONNX); edge-ee-run --strategy auto "
+                        "runs the strategy charged under --max-overhead")
 
 
 def _max_overhead(text: str) -> float | str | None:

@@ -30,8 +30,8 @@ from edge_ee.errors import CalibrationError, ConfigError
 
 #: `--max-overhead auto` with measured charges (see the module docstring)
 DEFAULT_MAX_OVERHEAD = 0.05
-#: whose per-exit cost a measured charge is (`auto`: per exit the larger of split and
-#: in-graph, as the runner's `--strategy auto` may run either; TFLite-only builds: `split`)
+#: whose per-exit cost a measured charge is (`auto`: in-graph, what an ONNX bundle runs
+#: under a bound — the runner's `--strategy auto` runs the charged one; no ONNX: `split`)
 CHARGE_STRATEGIES = ("auto", "split", "ingraph")
 
 
@@ -69,15 +69,18 @@ def admit(table: ExitTable, bound: float | None, requested: float | str | None,
 
 
 def record(bound: float | None, requested: float | str | None, priced: ExitTable,
-           thresholds: Sequence[float]) -> dict[str, Any]:
+           thresholds: Sequence[float], strategy: str | None = None) -> dict[str, Any]:
     """The calibration record's `overhead_bound`: the bound, what the kept exits are charged
-    in total (priced with the search's charges) and which exits are kept."""
+    in total (priced with the search's charges), which exits are kept, and the strategy
+    whose costs were charged (None: pure FLOPs / given charges); `edge-ee-run --strategy
+    auto` runs that strategy when a bound was in force."""
     thr = np.asarray(thresholds, np.float64)
     charged = priced.overhead_fraction(thr)
     if bound is not None and charged > bound + 1e-9:  # pragma: no cover - search invariant
         raise CalibrationError(f"internal: the chosen exits are charged {charged:.4f} > "
                                f"--max-overhead {bound:g}; please report it")
     return {"max_overhead": bound, "requested": requested, "charged": charged,
+            "strategy": strategy,
             "kept_exits": [int(i) for i in np.flatnonzero(priced.enabled(thr)[:-1])],
             "meaning": "charged = summed charged cost (head + boundary) of the kept exits / "
                        "full network: exits-off latency ≈ (1 + charged) × the network "

@@ -64,9 +64,8 @@ def _difference(want: dict[str, Any], got: dict[str, Any]) -> str | None:
 
 def charged_strategy(doc: dict[str, Any], strategy: str, path: str | Path) -> str:
     """Which costs to charge: `split`, `ingraph` (needs a schema-2 file of a bundle whose
-    candidates carry in-graph probes), or for `auto` per exit the larger of the two the file
-    has (`max`, as the host does: the runner's auto may run either; `split` for a file
-    without in-graph figures)."""
+    candidates carry in-graph probes), or for `auto` `ingraph` when the file has it (as the
+    host does: what an ONNX bundle runs under a bound), else `split`."""
     has_ingraph = all(e.get("ingraph_fraction") is not None for e in doc["exits"])
     if strategy == "ingraph" and not has_ingraph:
         raise OverheadsError(f"--overheads {path} has no in-graph measurements (written by an "
@@ -75,15 +74,11 @@ def charged_strategy(doc: dict[str, Any], strategy: str, path: str | Path) -> st
                              "measure again, or pass --charge-strategy split")
     if strategy != "auto":
         return strategy
-    return "max" if has_ingraph else "split"
+    return "ingraph" if has_ingraph else "split"
 
 
 def _fraction(e: dict[str, Any], charged: str) -> float:
-    if charged == "split":
-        return e["boundary_fraction"]
-    if charged == "ingraph":
-        return e["ingraph_fraction"]
-    return max(e["boundary_fraction"], e["ingraph_fraction"])
+    return e["boundary_fraction"] if charged == "split" else e["ingraph_fraction"]
 
 
 def device_overheads(path: str | Path, identity: dict[str, Any], head_flops: tuple[int, ...],
@@ -113,8 +108,8 @@ def device_overheads(path: str | Path, identity: dict[str, Any], head_flops: tup
               "strategy": charged,
               "fraction": [_fraction(by_exit[i], charged) if i in by_exit else 0.0
                            for i in range(len(head_flops))],
-              "by_strategy": {k: [by_exit[i].get(f) if i in by_exit else 0.0
-                                  for i in range(len(head_flops))]
+              "by_strategy": {k: {"raw_fraction": [by_exit[i].get(f) if i in by_exit else 0.0
+                                                   for i in range(len(head_flops))]}
                               for k, f in (("split", "boundary_fraction"),
                                            ("ingraph", "ingraph_fraction"))},
               "head_us": [by_exit[i]["head_us"] if i in by_exit else 0.0

@@ -269,7 +269,8 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
     if cfg.delta is not None:
         thresholds = _certified_choice(fitted, cfg, thresholds)
     fitted.chosen = sel.evaluate(np.asarray(thresholds))
-    fitted.overhead = ob.record(bound, cfg.max_overhead, sel_priced, thresholds)
+    fitted.overhead = ob.record(bound, cfg.max_overhead, sel_priced, thresholds,
+                                (fitted.exit_overhead or {}).get("strategy"))
     set_thresholds(fitted.heads, thresholds)
     return fitted.chosen
 

@@ -89,9 +89,9 @@ def test_build_charges_the_device_file(flow) -> None:
     assert rec["source"] == "device" and rec["sha256"] == sha256_file(flow["ovh"])
     assert rec["bundle_manifest_sha256"] == doc["bundle"]["manifest_sha256"]
     full = doc["identity"]["full_flops"]
-    # auto charges per exit the larger of split and in-graph: the runner's auto may run either
-    assert rec["strategy"] == "max"
-    want = [max(0.0, max(e["boundary_fraction"], e["ingraph_fraction"]) * full - x["head_flops"])
+    # auto charges the in-graph cost the file has (what an ONNX bundle runs under a bound)
+    assert rec["strategy"] == "ingraph"
+    want = [max(0.0, e["ingraph_fraction"] * full - x["head_flops"])
             for e, x in zip(doc["exits"], doc["identity"]["exits"], strict=True)]
     assert cal["exit_overhead_flops"] == pytest.approx(want)
     assert "candidates" not in json.loads((out / "manifest.json").read_text())
@@ -146,8 +146,9 @@ def test_bad_overheads_are_typed_errors(flow, tmp_path: Path) -> None:
     assert device_overheads(tmp_path / "v1.json", want, heads)[1]["strategy"] == "split"
     with pytest.raises(EdgeEEError, match=r"no in-graph measurements.*--charge-strategy split"):
         device_overheads(tmp_path / "v1.json", want, heads, "ingraph")
-    both = device_overheads(flow["ovh"], want, heads, "ingraph")[1]
-    assert both["strategy"] == "ingraph" and both["fraction"] == both["by_strategy"]["ingraph"]
+    split = device_overheads(flow["ovh"], want, heads, "split")[1]
+    assert split["strategy"] == "split"
+    assert split["fraction"] == split["by_strategy"]["split"]["raw_fraction"]
     other = json.loads(json.dumps(want))
     other["exits"][2]["kind"] = "lda"
     with pytest.raises(EdgeEEError, match="exit 2: kind is 'e2cm' in the file, 'lda' here"):
