@@ -2,7 +2,8 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_repeat_builds.py \
         [--model ../shared/data/resnet-cifar10/resnet56.npz] \
-        [--data bench-out/cifar10-train5000.zip] [--repeats 3] [--out bench-out/repeat-builds]
+        [--data bench-out/cifar10-train5000.zip] [--repeats 3] [--delta 0.1|none] \
+        [--out bench-out/repeat-builds]
 
 The literal check of issue 15: the same CLI command (`edge-ee build MODEL --data DATA --exit
 lda:2 --latency-aware --calib-data test --calib-samples 5000 --max-drop 0.01 --delta 0.1`,
@@ -36,6 +37,8 @@ def main() -> None:
     p.add_argument("--data", default="bench-out/cifar10-train5000.zip",
                    help="CIFAR-10 JPEG zip (default bench-out/cifar10-train5000.zip)")
     p.add_argument("--repeats", type=int, default=3, help="identical builds (default 3)")
+    p.add_argument("--delta", default="0.1",
+                   help="--delta of the builds, 'none' to leave it out (default 0.1)")
     p.add_argument("--out", type=Path, default=Path("bench-out/repeat-builds"),
                    help="folder for the bundles, the cache and the JSON (default "
                         "bench-out/repeat-builds)")
@@ -49,7 +52,8 @@ def main() -> None:
         out = a.out / f"build{k}"
         cmd = [str(exe), "-q", "build", "--model", a.model, "--data", a.data, "--exit", "lda:2",
                "--latency-aware", "--calib-data", "test", "--calib-samples", "5000",
-               "--max-drop", "0.01", "--delta", "0.1", "--out", str(out), "--overwrite"]
+               "--max-drop", "0.01", "--out", str(out), "--overwrite",
+               *([] if a.delta == "none" else ["--delta", a.delta])]
         load0, t0 = os.getloadavg(), time.perf_counter()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         secs = time.perf_counter() - t0

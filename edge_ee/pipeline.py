@@ -235,7 +235,9 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
 
     With `cfg.delta`: fixed-sequence testing along the path (most conservative first); the
     cheapest certified point, else the full network (all exits off), or the uncertified
-    pick with `cfg.allow_uncertified`. Messages for the user go to `fitted.messages`."""
+    pick with `cfg.allow_uncertified`. The path holds only exit sets within the worst-case
+    bound (`cfg.overhead_bound()`, `edge_ee.overhead_bound`); `fitted.overhead` records it.
+    Messages for the user go to `fitted.messages`."""
     search, sel = fitted.calib, fitted.selection_table
     if cfg.exit_overhead_flops:
         over = replace(search.costs, exit_overhead_flops=cfg.exit_overhead_flops)
