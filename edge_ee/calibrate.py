@@ -44,7 +44,9 @@ class OperatingPoint:
     cost_fraction: float  # expected FLOPs / full network FLOPs
     accuracy: float
     exit_fractions: tuple[float, ...]  # share of samples leaving at each exit (+ final)
-    # worst case: the charged costs (head + boundary) of every enabled exit / full network
+    # worst case: every enabled exit's cost (head + boundary) / full network, priced with the
+    # table's costs (a pure-FLOPs table: heads only; the charged total: calibration's
+    # `overhead_bound.charged`)
     overhead_fraction: float = 0.0
 
     def to_json(self) -> dict:
