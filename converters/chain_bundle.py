@@ -22,7 +22,7 @@ import numpy as np
 from converters.bundle import write_bundle
 from converters.errors import ExportValidationError
 from converters.formats import FORMATS, check_formats
-from converters.ingraph import ingraph_section
+from converters.ingraph import ingraph_section, write_candidate_probes
 from converters.int8_thresholds import ThresholdHook, recalibrate
 from converters.progress import progress
 from converters.quantize import (
@@ -118,6 +118,7 @@ def write_chain_bundle(specs: Sequence[SegmentSpec], spec: BundleSpec, out_dir: 
         return out
 
     def strategies(tmp: Path, segments: list[dict[str, Any]]) -> dict[str, Any] | None:
+        write_candidate_probes(tmp, task_section)  # a --candidates bundle's in-graph probes
         if not ingraph:
             return None
         return ingraph_section(tmp, specs, segments, vx, tol.confidence_atol, formats,

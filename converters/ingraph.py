@@ -204,6 +204,21 @@ def exits_off(n_segments: int) -> list[float | None]:
     return [math.inf] * (n_segments - 1)
 
 
+def write_candidate_probes(folder: Path, task_section: dict[str, Any] | None) -> list[str]:
+    """For each candidate group that plans an `ingraph` file (`edge_ee.candidates`), assemble
+    its exported `first` and `rest` ONNX files into that file with the exit off (+inf): the
+    in-graph strategy's worst case at one exit, for `edge-ee-run --measure-overheads`.
+    Returns the files written."""
+    groups = ((task_section or {}).get("candidates") or {}).get("groups") or []
+    written = []
+    for g in groups:
+        if g.get("ingraph"):
+            write_ingraph([folder / f"{g['first']}.onnx", folder / f"{g['rest']}.onnx"],
+                          folder / g["ingraph"], thresholds=[math.inf])
+            written.append(g["ingraph"])
+    return written
+
+
 # ------------------------------------------------------------------ the bundle writer's hook
 
 #: why a TFLite bundle carries no in-graph exits (see docs/ingraph.md for the error text)

@@ -112,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of running samples: time what each candidate exit (boundary "
                         "and head) costs on this device and write an overheads file for "
                         "`edge-ee build --overheads FILE` (needs a bundle built with --candidates)")
-    p.add_argument("--overhead-rounds", type=at.integer(20, 10**7), default=400,
+    p.add_argument("--overhead-rounds", type=at.integer(20, 10**7), default=200,
                    help="with --measure-overheads: interleaved timing rounds at least")
+    p.add_argument("--overhead-block", type=at.integer(1, 1000), default=5,
+                   help="with --measure-overheads: calls of each graph back to back per round "
+                        "(the first re-warms its caches, the median of the rest counts; 1: "
+                        "one cold call per round)")
     p.add_argument("--overhead-min-s", type=at.number(0, 86400), default=3.0,
                    help="with --measure-overheads: and at least this many seconds of timing")
     p.add_argument("--quiet", action="store_true", help="no progress or log lines, errors only")
@@ -288,7 +292,7 @@ def _measure_overheads(args: argparse.Namespace, bundle: Any, log: Any) -> int:
     if not args.skip_self_check:
         self_check(bundle, backend)
     protocol = OverheadProtocol(rounds=args.overhead_rounds, warmup_rounds=args.warmup_runs,
-                                min_duration_s=args.overhead_min_s)
+                                min_duration_s=args.overhead_min_s, block=args.overhead_block)
     _, profile = resolve_profile(SessionConfig(profile=args.profile))
     log(f"timing candidate exits: ≥ {protocol.rounds} interleaved rounds, ≥ "
         f"{protocol.min_duration_s} s ({backend.version()}, {args.threads} thread(s))")
@@ -297,8 +301,10 @@ def _measure_overheads(args: argparse.Namespace, bundle: Any, log: Any) -> int:
     validate_overheads(doc, BundleError, str(args.out))
     atomic_write_json(args.out, doc)
     for e in doc["exits"]:
+        ig = (f"; in-graph {e['ingraph_fraction']:+.4f} ({e['ingraph_us']:.1f} us)"
+              if e.get("ingraph_fraction") is not None else "")
         log(f"  exit {e['exit_index']}: boundary {e['boundary_fraction']:+.4f} of the full "
-            f"network ({e['boundary_us']:.1f} us), head {e['head_us']:.1f} us")
+            f"network ({e['boundary_us']:.1f} us), head {e['head_us']:.1f} us{ig}")
     log(f"full network {doc['full_latency_us']:.1f} us over {doc['rounds']} rounds; wrote "
         f"{args.out}")
     return 0

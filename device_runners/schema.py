@@ -313,6 +313,10 @@ def referenced_files(m: dict[str, Any]) -> dict[str, str]:
     for key, g in (m.get("strategies") or {}).items():
         for fmt, name in (g.get("files") or {}).items():
             refs.setdefault(name, f"strategies.{key}.files.{fmt}")
+    cand = m.get("candidates")
+    for i, g in enumerate((cand.get("groups") or []) if isinstance(cand, dict) else []):
+        if isinstance(g, dict) and isinstance(g.get("ingraph"), str):
+            refs.setdefault(g["ingraph"], f"candidates.groups[{i}].ingraph")
     if m.get("golden"):
         refs.setdefault(m["golden"]["file"], "golden.file")
     return refs
@@ -426,7 +430,7 @@ def profile_number(v: Any, where: str, optional: bool = False, positive: bool = 
 # ----------------------------------------------------------------------------- overheads
 
 OVERHEADS_KIND = "edge-ee-overheads"
-OVERHEADS_SCHEMA_VERSION = 1
+OVERHEADS_SCHEMA_VERSION = 2  # 2: optional in-graph figures per exit (ingraph_fraction)
 
 
 def validate_overheads(d: Any, err: type[EdgeEEError], where: str = "overheads.json") -> None:
@@ -457,6 +461,7 @@ def validate_overheads(d: Any, err: type[EdgeEEError], where: str = "overheads.j
         c.integer(e.get("exit_index"), f"{p}.exit_index", lo=0)
         c.number(e.get("boundary_fraction"), f"{p}.boundary_fraction", lo=-1)
         c.number(e.get("head_us"), f"{p}.head_us", lo=0)
+        c.number(e.get("ingraph_fraction"), f"{p}.ingraph_fraction", lo=-1, none=True)
     idx = [e["exit_index"] for e in exits]
     if idx != sorted(set(idx)):
         c.fail("exits", "must list each exit once, in order")

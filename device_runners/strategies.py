@@ -8,8 +8,10 @@
   record the split makes). Exits cannot be switched off at run time (`--no-exit` runs the
   split).
 
-`choose` picks the strategy a run uses: the one asked for, or with `auto` the faster of
-the two measured on this runtime at start (short, interleaved, median per call), and
+`choose` picks the strategy a run uses: the one asked for, or with `auto` the one a build
+with a worst-case bound charged its exits for (`calibration.overhead_bound.strategy`: the
+bound holds for that one), else the faster of the two measured on this runtime at start
+(short, interleaved, median per call), and
 returns the record results.json keeps (which one ran and why). `reference` turns a
 chain's per-segment outputs into the end-to-end result both strategies must give (the
 host's validation against torch and the device's golden self-check use it).
@@ -175,6 +177,16 @@ def measure_both(bundle: Bundle, backend: Backend, x: np.ndarray, unit: int,
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
+def bound_strategy(bundle: Bundle) -> str | None:
+    """The strategy a build with a worst-case bound (`edge-ee build --max-overhead`) charged
+    its exits for, from the manifest's `calibration.overhead_bound`; None without a bound."""
+    rec = (bundle.manifest.get("calibration") or {}).get("overhead_bound")
+    if not isinstance(rec, dict) or rec.get("max_overhead") is None:
+        return None
+    name = rec.get("strategy")
+    return name if name in STRATEGIES else None
+
+
 def choose(bundle: Bundle, backend: Backend, x: np.ndarray, requested: str = "auto",
            unit: int = 1, no_exit: bool = False) -> tuple[str, dict[str, Any]]:
     """The strategy to run and the record of why (for results.json)."""
@@ -197,6 +209,11 @@ def choose(bundle: Bundle, backend: Backend, x: np.ndarray, requested: str = "au
     if no_exit:
         return "split", {**rec, "name": "split",
                          "reason": "--no-exit measures the split (in-graph exits stay on)"}
+    charged = bound_strategy(bundle)
+    if charged in have:  # the worst-case bound was charged for this one: run it
+        return charged, {**rec, "name": charged, "reason": (
+            "the strategy whose per-exit costs the build charged under its worst-case bound "
+            "(calibration.overhead_bound)")}
     if not len(x):
         return "split", {**rec, "name": "split", "reason": "no inputs to measure"}
     med = measure_both(bundle, backend, x, unit)

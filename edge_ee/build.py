@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,13 @@ def build_bundle(model: str, data: str | None, out: str, cfg: FitConfig,
         from edge_ee.overheads import read_overheads
         read_overheads(cfg.overheads)
     net, train, test, source = load_model(model, data, user)
+    if ("onnx" not in formats or "ingraph" not in strategies) and cfg.strategy != "split":
+        # no in-graph file in this bundle: the split runs, so the split is charged
+        if cfg.strategy == "ingraph":
+            raise ConfigError("--charge-strategy ingraph needs the in-graph file: an ONNX bundle "
+                              "(add onnx to --formats) with --strategies split,ingraph; or "
+                              "--charge-strategy split")
+        cfg = replace(cfg, strategy="split")
     fmt = {"formats": formats, "int8": int8, "calibration_data": train,
            "ingraph": "ingraph" in strategies}
     if monolithic:

@@ -16,6 +16,14 @@ answers). Thresholds of +inf disable an exit (its head is then neither run nor p
 * `refine_path`: between two consecutive path points that differ in one exit, insert
   points at that exit's observed confidences in between, so a walk along the path
   (fixed-sequence testing for certified thresholds) can stop closer to its limit.
+
+**Worst-case overhead bound** (`max_overhead`, a fraction of the full network's cost):
+an input that takes no exit pays the full network plus every enabled exit's charged cost
+(its head and, when measured, its boundary: `CostTable.heads_array`). Both searches admit
+only exit sets whose summed charge stays within the bound — greedy never enables an exit
+that would break it, random vectors are repaired by switching exits off — so every point
+of the path keeps the exits-off latency ≤ (1 + bound) × the full network's when the
+charges are right. `OperatingPoint.overhead_fraction` is that sum.
 """
 
 from __future__ import annotations
@@ -36,11 +44,16 @@ class OperatingPoint:
     cost_fraction: float  # expected FLOPs / full network FLOPs
     accuracy: float
     exit_fractions: tuple[float, ...]  # share of samples leaving at each exit (+ final)
+    # worst case: every enabled exit's cost (head + boundary) / full network, priced with the
+    # table's costs (a pure-FLOPs table: heads only; the charged total: calibration's
+    # `overhead_bound.charged`)
+    overhead_fraction: float = 0.0
 
     def to_json(self) -> dict:
         return {"thresholds": [None if not np.isfinite(t) else float(t) for t in self.thresholds],
                 "cost_fraction": self.cost_fraction, "accuracy": self.accuracy,
-                "exit_fractions": list(self.exit_fractions)}
+                "exit_fractions": list(self.exit_fractions),
+                "overhead_fraction": self.overhead_fraction}
 
 
 class ExitTable:
@@ -74,6 +87,16 @@ class ExitTable:
         fires = np.vstack([fires, np.ones((1, self.n), bool)])
         return fires.argmax(0)
 
+    def exit_charges(self) -> np.ndarray:
+        """Per exit (no final): its charged cost (head + boundary) / full network, 0 without
+        a head."""
+        return np.where(self.has_head[:-1], self.costs.heads_array()[:-1], 0.0) / \
+            self.costs.full_flops
+
+    def overhead_fraction(self, thresholds: np.ndarray) -> float:
+        """The worst case's extra cost (no exit taken): every enabled exit's charge / full."""
+        return float(self.exit_charges() @ self.enabled(np.asarray(thresholds, np.float64))[:-1])
+
     def evaluate(self, thresholds: np.ndarray) -> OperatingPoint:
         thr = np.asarray(thresholds, np.float64)
         exits = self.assign(thr)
@@ -81,7 +104,29 @@ class ExitTable:
         acc = self.correct[exits, np.arange(self.n)].mean()
         hist = np.bincount(exits, minlength=self.num_exits + 1) / self.n
         return OperatingPoint(tuple(float(t) for t in thr), float(cost / self.costs.full_flops),
-                              float(acc), tuple(float(h) for h in hist))
+                              float(acc), tuple(float(h) for h in hist),
+                              self.overhead_fraction(thr))
+
+
+def cheapest_exit(table: ExitTable) -> tuple[int, float] | None:
+    """(index, charge) of the exit with a head charged least on its own; None without exits."""
+    idx = np.flatnonzero(table.has_head[:-1])
+    if idx.size == 0:
+        return None
+    charges = table.exit_charges()[idx]
+    return int(idx[charges.argmin()]), float(charges.min())
+
+
+def no_exit_fits(table: ExitTable, max_overhead: float | None) -> str | None:
+    """Why `max_overhead` admits no exit at all (every exit with a head is charged more than
+    the bound on its own, so the search can only return the full network); None if some fits."""
+    cheap = cheapest_exit(table)
+    if max_overhead is None or cheap is None or cheap[1] <= max_overhead + 1e-12:
+        return None
+    i, charge = cheap
+    return (f"--max-overhead {max_overhead:g} admits no exit: the cheapest exit (exit {i}) is "
+            f"charged {charge:.4f} of the full network on its own (head + boundary); raise "
+            f"--max-overhead to at least {charge:.4f}, or build without exits (--monolithic)")
 
 
 def _candidates(conf: np.ndarray, count: int) -> np.ndarray:
@@ -95,9 +140,15 @@ def _candidates(conf: np.ndarray, count: int) -> np.ndarray:
 
 
 def greedy_path(table: ExitTable, candidates: int = 48, max_steps: int = 5000,
-                progress: bool = False) -> list[OperatingPoint]:
-    """Operating points from the full network down, one threshold move at a time."""
+                progress: bool = False, max_overhead: float | None = None
+                ) -> list[OperatingPoint]:
+    """Operating points from the full network down, one threshold move at a time.
+
+    `max_overhead`: a move may not enable an exit whose charge would lift the enabled
+    exits' summed charge above this fraction of the full network (see the module docstring)."""
     e_n, n = table.num_exits, table.n
+    charges = table.exit_charges()
+    limit = np.inf if max_overhead is None else max_overhead + 1e-12
     thr = np.full(e_n, np.inf)
     exits = np.full(n, e_n)
     cum_bb, heads = table.costs.cum_backbone(), table.costs.heads_array()
@@ -110,10 +161,13 @@ def greedy_path(table: ExitTable, candidates: int = 48, max_steps: int = 5000,
     bar = tqdm(total=None, desc="threshold search", disable=not progress, leave=False)
     for _ in range(max_steps):
         best = None
+        spent = float(charges @ table.enabled(thr)[:-1])
         for i in range(e_n):
             t = cands[i][cands[i] < thr[i]]
             if t.size == 0:
                 continue
+            if not np.isfinite(thr[i]) and spent + charges[i] > limit:
+                continue  # enabling exit i would break the worst-case bound
             mask = (exits > i)[None, :] & (table.conf[i][None, :] > t[:, None])
             new_e = np.where(mask, i, exits[None, :])
             en = table.enabled(thr)
@@ -163,8 +217,13 @@ def refine_path(table: ExitTable, path: list[OperatingPoint], between: int = 8
 
 
 def random_hull(table: ExitTable, vectors: int = 100, seed: int = 0,
-                observed_range: bool = True) -> list[OperatingPoint]:
-    """The paper's search: random threshold vectors, then the upper convex hull."""
+                observed_range: bool = True, max_overhead: float | None = None
+                ) -> list[OperatingPoint]:
+    """The paper's search: random threshold vectors, then the upper convex hull.
+
+    `max_overhead`: a vector whose enabled exits are charged more than the bound is
+    repaired before it is evaluated: its exits are switched off, in a random order, until
+    the rest fits (`admissible`)."""
     rng = np.random.default_rng(seed)
     lo = np.zeros(table.num_exits)
     hi = np.ones(table.num_exits)
@@ -176,8 +235,24 @@ def random_hull(table: ExitTable, vectors: int = 100, seed: int = 0,
     points = [table.evaluate(np.full(table.num_exits, np.inf))]
     for _ in range(vectors):
         thr = np.where(table.has_head[:-1], rng.uniform(lo, hi), np.inf)
+        if max_overhead is not None:
+            thr = admissible(table, thr, max_overhead, rng)
         points.append(table.evaluate(thr))
     return upper_hull(points)
+
+
+def admissible(table: ExitTable, thresholds: np.ndarray, max_overhead: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """`thresholds` with enabled exits switched off (+inf), in a random order, until their
+    summed charge is within `max_overhead`."""
+    thr = np.array(thresholds, np.float64)
+    charges = table.exit_charges()
+    on = np.flatnonzero(table.enabled(thr)[:-1])
+    for i in rng.permutation(on):
+        if charges @ table.enabled(thr)[:-1] <= max_overhead + 1e-12:
+            break
+        thr[i] = np.inf
+    return thr
 
 
 def upper_hull(points: list[OperatingPoint]) -> list[OperatingPoint]:

@@ -7,7 +7,11 @@
 * per distinct feature shape among the exits with a head, the network cut in two at the
   middle exit of that shape (the probe, as `edge_ee.boundary` does on the host):
   `cand_b{m}_first` (stages up to exit m and its head) and `cand_b{m}_rest`;
-* `cand_h{i}`: every exit's head alone (feature → prediction, confidence, exit flag).
+* `cand_h{i}`: every exit's head alone (feature → prediction, confidence, exit flag);
+* with ONNX, per probe also `cand_b{m}_ingraph.onnx`: `first` and `rest` assembled into one
+  graph with the exit's ONNX `If`, exit switched off (`converters.ingraph`, written by the
+  bundle writer from the exported files), so the device measures the in-graph strategy's
+  cost of an exit as well as the split's.
 
 The manifest's `candidates` section lists them with the candidates' **identity**: the
 model's name, input shape and FLOPs, and per exit its index, point, head (kind,
@@ -92,9 +96,10 @@ def _spec(module: nn.Module, example: torch.Tensor, outputs: tuple[str, ...], wh
                        [], dynamic_axes=_BATCH)
 
 
-def candidate_graphs(net: ExitNet, heads: Sequence[ExitHead | None], costs: CostTable
-                     ) -> tuple[dict[str, SegmentSpec], dict[str, Any]]:
-    """(extra graphs by name, the manifest's `candidates` section) for every exit with a head."""
+def candidate_graphs(net: ExitNet, heads: Sequence[ExitHead | None], costs: CostTable,
+                     ingraph: bool = True) -> tuple[dict[str, SegmentSpec], dict[str, Any]]:
+    """(extra graphs by name, the manifest's `candidates` section) for every exit with a head.
+    `ingraph`: also plan each probe's in-graph file (ONNX bundles)."""
     net.eval()
     x = torch.zeros((1, *net.input_shape))
     graphs = {"cand_full": _spec(FinalSegment(list(net.stages), net.classifier), x,
@@ -113,7 +118,8 @@ def candidate_graphs(net: ExitNet, heads: Sequence[ExitHead | None], costs: Cost
             graphs[name] = _spec(HeadOnly(heads[i]), f, HEAD_OUTPUTS, f"head {i} alone")
             head_names[str(i)] = name
         groups.append({"feature_shape": list(shape), "exits": members, "probe": m,
-                       "first": f"cand_b{m}_first", "rest": f"cand_b{m}_rest"})
+                       "first": f"cand_b{m}_first", "rest": f"cand_b{m}_rest",
+                       **({"ingraph": f"cand_b{m}_ingraph.onnx"} if ingraph else {})})
     section = {"identity": candidate_identity(net, heads, costs), "full": "cand_full",
                "groups": groups, "heads": head_names,
                "measure": "edge-ee-run BUNDLE --measure-overheads --out overheads.json"}

@@ -75,6 +75,25 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                    help="charge the exit costs a device measured (edge-ee-run BUNDLE "
                         "--measure-overheads on a --candidates bundle) instead of measuring "
                         "on this machine; default: none")
+    p.add_argument("--max-overhead", type=_max_overhead, default="auto",
+                   help="worst-case bound: the kept exits' summed charged cost (head + "
+                        "boundary) as a fraction of the full network, so an input that takes "
+                        "no exit costs at most (1 + this) × the network without exits. "
+                        "'auto': 0.05 with --latency-aware or --overheads, no bound with "
+                        "pure FLOPs; 'none': no bound")
+    p.add_argument("--charge-strategy", choices=("auto", "split", "ingraph"), default="auto",
+                   help="with --latency-aware / --overheads: charge each exit what it costs in "
+                        "this strategy: split segments, in-graph If, or auto (in-graph, "
+                        "split when the bundle has no ONNX); edge-ee-run --strategy auto "
+                        "runs the strategy charged under --max-overhead")
+
+
+def _max_overhead(text: str) -> float | str | None:
+    """--max-overhead: 'auto', 'none' or a finite fraction ≥ 0."""
+    t = text.strip().lower()
+    if t in ("auto", "none"):
+        return None if t == "none" else "auto"
+    return ct.number(0)(text)
 
 
 def _calib_args(p: argparse.ArgumentParser) -> None:
@@ -109,6 +128,7 @@ def _fit_config(a: argparse.Namespace):  # -> FitConfig (import deferred: torch)
                      budget=a.budget, batch_size=a.batch_size, seed=a.seed,
                      exit_overhead_flops=a.exit_overhead_flops, latency_aware=a.latency_aware,
                      overheads=getattr(a, "overheads", None),
+                     max_overhead=a.max_overhead, strategy=a.charge_strategy,
                      delta=a.delta, bound=a.bound, allow_uncertified=a.allow_uncertified,
                      refine=a.refine,
                      calib_data=getattr(a, "calib_data", None),

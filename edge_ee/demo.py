@@ -6,7 +6,9 @@ shared-covariance class-mean exit on 2×2-pooled features, one statistics pass l
 E2CM; `--exit e2cm` is the thesis' E2CM), fitted on a class-balanced sample of the
 training split → each exit's segment-boundary cost measured on this machine
 (`edge_ee.boundary`) and charged in the threshold search, so only exits that pay for
-themselves in time are kept (accuracy drop ≤ 1 point on the calibration part) →
+themselves in time are kept (accuracy drop ≤ 1 point on the calibration part), and at most
+5 % of the network in charged exit costs (the default `--max-overhead auto`), so an image
+that takes no exit costs ≤ 1.05 × the full network →
 validated ONNX bundle → the torch-free runner on a class-balanced sample of the test
 split, beside the full network as one graph → report, ending with what was saved:
 latency (p50 and mean), energy per inference (labelled estimated where it is) and FLOPs.
@@ -150,6 +152,11 @@ def build_demo(cfg: DemoConfig) -> DemoBuild:
     table = evaluate_split(net, fitted.heads, sample, fitted.costs)
     on_test = table.evaluate(np.asarray(fitted.chosen.thresholds))
     kept = [i for i, h in enumerate(fitted.heads) if h is not None and h.enabled]
+    ob = fitted.overhead or {}
+    if ob.get("max_overhead") is not None:
+        print(f"      worst case (no exit taken): the kept exits are charged "
+              f"{ob['charged']:.0%} of the full network, bound {ob['max_overhead']:.0%} "
+              "(--max-overhead)", file=sys.stderr)
     print(f"      kept exits {kept}; calibration: cost {fitted.chosen.cost_fraction:.3f} of full,"
           f" accuracy {fitted.chosen.accuracy:.4f}; test: cost {on_test.cost_fraction:.3f}, "
           f"accuracy {on_test.accuracy:.4f} (full network {table.full_accuracy:.4f})",

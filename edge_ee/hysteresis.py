@@ -9,8 +9,11 @@ their head FLOPs), the record of the last measurement in a small JSON file under
 `~/.cache/edge-ee/boundaries/`). A new measurement whose every
 raw fraction lies within the band of the kept one — `max(2 × grid, 4 × standard error
 of either median)` — is reported but the kept quantised fractions are charged
-(`hysteresis.kept_previous: true`); a larger move replaces the record. The record is
-written atomically; an unreadable one is ignored (and replaced) with a warning.
+(`hysteresis.kept_previous: true`); a larger move replaces the record. The record also
+keeps which strategy was charged (`split` or `ingraph`, `edge_ee.boundary`): the new
+measurement of that same strategy is compared, so an `auto` choice between two close
+strategies does not flip from build to build either. The record is written atomically; an
+unreadable one is ignored (and replaced) with a warning.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def _key(net: ExitNet, heads: Sequence[ExitHead | None], full_flops: int,
     import onnxruntime as ort
     what = {"host": platform.node(), "machine": platform.machine(), "ort": ort.__version__,
             "threads": protocol.threads, "grid": protocol.grid, "model": net.name,
+            "strategy": protocol.strategy, "block": protocol.block,
             "input_shape": list(net.input_shape), "full_flops": int(full_flops),
             "exits": [[i, int(head_flops[i])] for i, h in enumerate(heads) if h is not None]}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
@@ -84,28 +88,35 @@ def keep_or_replace(new: BoundaryCosts, path: Path, heads: Sequence[ExitHead | N
     protocol = new.protocol
     kept = _read(path)
     n = len(new.raw_fraction)
+    strategy = kept.get("strategy", new.strategy) if kept is not None else new.strategy
+    measured = (new.by_strategy or {}).get(strategy) or {"raw_fraction": new.raw_fraction,
+                                                          "std_error": new.std_error}
     if kept is not None and len(kept["raw_fraction"]) == n and len(kept.get("fraction", [])) == n:
         kse = kept.get("std_error") or [0.0] * n
+        raw_now, se_now = measured["raw_fraction"], measured["std_error"]
         moved = [i for i in range(n) if heads[i] is not None and abs(
-            new.raw_fraction[i] - kept["raw_fraction"][i]) > band(new.std_error[i], kse[i],
-                                                                   protocol.grid)]
+            raw_now[i] - kept["raw_fraction"][i]) > band(se_now[i], kse[i], protocol.grid)]
         if not moved:
             frac = tuple(float(f) for f in kept["fraction"])
             flops = tuple(0.0 if heads[i] is None else max(0.0, frac[i] * full_flops
                                                            - head_flops[i]) for i in range(n))
             info = {"kept_previous": True, "file": str(path), "measured_raw_fraction":
-                    list(new.raw_fraction), "kept_raw_fraction": kept["raw_fraction"],
+                    list(raw_now), "kept_raw_fraction": kept["raw_fraction"],
                     "rule": "kept: every raw fraction within max(2·grid, 4·std error) of the "
                             "kept measurement"}
-            log.info("boundary costs within the band of the kept measurement; charging %s", frac)
-            return replace(new, fraction=frac, overhead_flops=flops, hysteresis=info)
+            log.info("boundary costs within the band of the kept measurement; charging %s "
+                     "(%s)", frac, strategy)
+            return replace(new, fraction=frac, overhead_flops=flops, hysteresis=info,
+                           strategy=strategy, raw_fraction=tuple(raw_now),
+                           std_error=tuple(se_now))
     info = {"kept_previous": False, "file": str(path),
             "rule": "no kept measurement within max(2·grid, 4·std error): this one is kept"}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, {"raw_fraction": list(new.raw_fraction),
                                  "fraction": list(new.fraction),
-                                 "std_error": list(new.std_error), "rounds": new.rounds})
+                                 "std_error": list(new.std_error), "rounds": new.rounds,
+                                 "strategy": new.strategy})
     except OSError as err:
         log.warning("cannot keep the boundary measurement in %s (%s); repeated builds may "
                     "choose other exits — set EDGE_EE_BOUNDARY_CACHE to a writable folder", path,

@@ -9,8 +9,11 @@ head and feature shape); otherwise an `OverheadsError` says which field differs 
 to get a matching file. Per exit, the FLOPs-equivalent charged in the threshold search
 is `boundary_fraction × full FLOPs − head FLOPs` (the head's FLOPs are already in the
 cost table), never below 0 — the same conversion as the host's measurement
-(`edge_ee.boundary`), so only the machine differs. The record says `source: device`, the
-file's sha256, the device's identity and the figures.
+(`edge_ee.boundary`), so only the machine differs. A schema-2 file also holds each exit's
+in-graph cost (`ingraph_fraction`: the probe assembled as one ONNX graph with the exit's
+`If`, exit off); `--charge-strategy` chooses which one is charged (`charged_strategy`).
+The record says `source: device`, the strategy charged, the file's sha256, the device's
+identity and the figures.
 """
 
 from __future__ import annotations
@@ -59,9 +62,29 @@ def _difference(want: dict[str, Any], got: dict[str, Any]) -> str | None:
     return None
 
 
-def device_overheads(path: str | Path, identity: dict[str, Any], head_flops: tuple[int, ...]
-                     ) -> tuple[tuple[float, ...], dict[str, Any]]:
-    """(FLOPs-equivalent per exit, the calibration record's `exit_overhead`) from a file."""
+def charged_strategy(doc: dict[str, Any], strategy: str, path: str | Path) -> str:
+    """Which costs to charge: `split`, `ingraph` (needs a schema-2 file of a bundle whose
+    candidates carry in-graph probes), or for `auto` `ingraph` when the file has it (as the
+    host does: what an ONNX bundle runs under a bound), else `split`."""
+    has_ingraph = all(e.get("ingraph_fraction") is not None for e in doc["exits"])
+    if strategy == "ingraph" and not has_ingraph:
+        raise OverheadsError(f"--overheads {path} has no in-graph measurements (written by an "
+                             "older edge-ee, or its bundle carries no in-graph probes: ONNX "
+                             "only); rebuild the --candidates bundle with this edge-ee and "
+                             "measure again, or pass --charge-strategy split")
+    if strategy != "auto":
+        return strategy
+    return "ingraph" if has_ingraph else "split"
+
+
+def _fraction(e: dict[str, Any], charged: str) -> float:
+    return e["boundary_fraction"] if charged == "split" else e["ingraph_fraction"]
+
+
+def device_overheads(path: str | Path, identity: dict[str, Any], head_flops: tuple[int, ...],
+                     strategy: str = "auto") -> tuple[tuple[float, ...], dict[str, Any]]:
+    """(FLOPs-equivalent per exit, the calibration record's `exit_overhead`) from a file;
+    `strategy`: whose costs to charge (`charged_strategy`)."""
     doc, digest = read_overheads(path)
     diff = _difference(identity, doc["identity"])
     if diff is not None:
@@ -71,18 +94,24 @@ def device_overheads(path: str | Path, identity: dict[str, Any], head_flops: tup
             "--candidates), run edge-ee-run BUNDLE --measure-overheads on the device, and pass "
             "that file")
     full = identity["full_flops"]
+    charged = charged_strategy(doc, strategy, path)
     by_exit = {e["exit_index"]: e for e in doc["exits"]}
     flops = []
     for i, h in enumerate(head_flops):
         e = by_exit.get(i)
-        flops.append(0.0 if e is None else max(0.0, e["boundary_fraction"] * full - h))
+        flops.append(0.0 if e is None else max(0.0, _fraction(e, charged) * full - h))
     record = {"source": "device", "file": str(path), "sha256": digest,
               "bundle_manifest_sha256": doc["bundle"]["manifest_sha256"],
               "device": doc["device"], "measured_at": doc.get("measured_at"),
               "statistic": doc.get("statistic"), "rounds": doc["rounds"],
               "full_latency_us": doc["full_latency_us"],
-              "fraction": [by_exit[i]["boundary_fraction"] if i in by_exit else 0.0
+              "strategy": charged,
+              "fraction": [_fraction(by_exit[i], charged) if i in by_exit else 0.0
                            for i in range(len(head_flops))],
+              "by_strategy": {k: {"raw_fraction": [by_exit[i].get(f) if i in by_exit else 0.0
+                                                   for i in range(len(head_flops))]}
+                              for k, f in (("split", "boundary_fraction"),
+                                           ("ingraph", "ingraph_fraction"))},
               "head_us": [by_exit[i]["head_us"] if i in by_exit else 0.0
                           for i in range(len(head_flops))],
               "overhead_flops": flops}

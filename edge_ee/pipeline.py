@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import edge_ee
+import edge_ee.overhead_bound as ob
 from converters.chain_bundle import write_chain_bundle
 from converters.quantize import Int8Tolerance
 from converters.spec import BundleSpec, image_input
@@ -89,6 +90,10 @@ class FitConfig:
     calib_data: str | None = None  # labelled data the backbone never saw (.npz, 'test', dataset path)
     calib_samples: int | None = None  # class-balanced random subset of calib_data; None = all
     refine: int = 8  # with delta: points inserted between path steps (calibrate.refine_path)
+    # worst-case bound on the kept exits' summed charged cost / full network (edge_ee.
+    # overhead_bound): "auto" = 0.05 with measured charges, else none; None = no bound
+    max_overhead: float | str | None = "auto"
+    strategy: str = "auto"  # whose per-exit cost is charged: split | ingraph | auto
 
     def __post_init__(self) -> None:
         if not 0.0 < self.calib_fraction < 1.0:
@@ -108,6 +113,11 @@ class FitConfig:
             raise ConfigError(f"--refine must be ≥ 0, got {self.refine}")
         if self.calib_samples is not None and self.calib_samples < 1:
             raise ConfigError(f"--calib-samples must be ≥ 1, got {self.calib_samples}")
+        ob.check_fields(self.max_overhead, self.strategy)
+
+    def overhead_bound(self) -> float | None:
+        """The worst-case bound in force: `max_overhead`, with "auto" resolved (see the field)."""
+        return ob.resolve(self.max_overhead, bool(self.latency_aware or self.overheads))
 
     def variant(self, num_exits: int) -> list[ExitSpec | None]:
         keep = set(range(num_exits)) if self.exits is None else set(self.exits)
@@ -136,6 +146,7 @@ class FittedExits:
     certificate: Certificate | None = None
     messages: list[str] = field(default_factory=list)  # warnings for the user (also logged)
     exit_overhead: dict | None = None  # how the charged boundary costs were measured, and where
+    overhead: dict | None = None  # the worst-case bound and the chosen exits' charged total
 
     def warn(self, msg: str) -> None:
         """Log a warning for the user and keep it in `messages`."""
@@ -195,11 +206,13 @@ def fit_exits(net: ExitNet, train: ImageSplit, cfg: FitConfig, progress: bool = 
         from edge_ee.candidates import candidate_identity
         from edge_ee.overheads import device_overheads
         charged, overhead = device_overheads(cfg.overheads, candidate_identity(net, heads, costs),
-                                             costs.head_flops)
+                                             costs.head_flops, cfg.strategy)
         cfg = replace(cfg, exit_overhead_flops=charged)
     elif cfg.latency_aware:
+        from edge_ee.boundary import BoundaryProtocol
         from edge_ee.hysteresis import stable_boundaries
-        measured = stable_boundaries(net, heads, costs.full_flops, costs.head_flops)
+        measured = stable_boundaries(net, heads, costs.full_flops, costs.head_flops,
+                                     BoundaryProtocol(strategy=cfg.strategy))
         cfg = replace(cfg, exit_overhead_flops=measured.overhead_flops)
         overhead = measured.to_json()
     fitted = FittedExits(heads, costs, table, secs, [], config=cfg, certify_table=cert_table,
@@ -222,17 +235,22 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
 
     With `cfg.delta`: fixed-sequence testing along the path (most conservative first); the
     cheapest certified point, else the full network (all exits off), or the uncertified
-    pick with `cfg.allow_uncertified`. Messages for the user go to `fitted.messages`."""
+    pick with `cfg.allow_uncertified`. The path holds only exit sets within the worst-case
+    bound (`cfg.overhead_bound()`, `edge_ee.overhead_bound`); `fitted.overhead` records it.
+    Messages for the user go to `fitted.messages`."""
     search, sel = fitted.calib, fitted.selection_table
     if cfg.exit_overhead_flops:
         over = replace(search.costs, exit_overhead_flops=cfg.exit_overhead_flops)
         search, sel_priced = search.with_costs(over), sel.with_costs(over)
     else:
         sel_priced = sel
+    bound = cfg.overhead_bound()
+    ob.admit(search, bound, cfg.max_overhead, fitted.warn)
     if cfg.search == "greedy":
-        path = greedy_path(search, progress=progress)
+        path = greedy_path(search, progress=progress, max_overhead=bound)
     else:
-        path = conservative_first(random_hull(search, cfg.random_vectors, cfg.seed))
+        path = conservative_first(random_hull(search, cfg.random_vectors, cfg.seed,
+                                              max_overhead=bound))
     if cfg.delta is not None:  # finer steps: a fixed-sequence walk pays nothing for length
         path = refine_path(search, path, cfg.refine)
     # the path's thresholds, priced for the search and in pure FLOPs, on the selection table
@@ -243,14 +261,18 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
         point = pick_budget(priced, cfg.budget)
         if point is None:
             cheapest = min(p.cost_fraction for p in priced)
-            raise CalibrationError(f"no thresholds reach cost {cfg.budget:.2f}; the cheapest "
-                                   f"found costs {cheapest:.2f} — raise the budget")
+            within = "" if bound is None else f" with exits charged ≤ {bound:g} in total"
+            raise CalibrationError(f"no thresholds reach cost {cfg.budget:.2f}{within}; the "
+                                   f"cheapest found costs {cheapest:.2f} — raise the budget"
+                                   + ("" if bound is None else " or --max-overhead"))
         thresholds = point.thresholds
     else:
         thresholds = pick_max_drop(priced, cfg.max_drop).thresholds
     if cfg.delta is not None:
         thresholds = _certified_choice(fitted, cfg, thresholds)
     fitted.chosen = sel.evaluate(np.asarray(thresholds))
+    fitted.overhead = ob.record(bound, cfg.max_overhead, sel_priced, thresholds,
+                                (fitted.exit_overhead or {}).get("strategy"))
     set_thresholds(fitted.heads, thresholds)
     return fitted.chosen
 
@@ -310,6 +332,7 @@ def calibration_record(fitted: FittedExits, cfg: FitConfig, test: ExitTable,
         "exit_spec": cfg.exit_spec.label, "search": cfg.search, "max_drop": cfg.max_drop,
         "budget": cfg.budget, "exit_overhead_flops": cfg.exit_overhead_flops,
         "latency_aware": cfg.latency_aware, "exit_overhead": fitted.exit_overhead,
+        "overhead_bound": fitted.overhead,
         "fit_seconds": fitted.fit_seconds,
         "point": fitted.chosen.to_json(), "test_point": on_test.to_json(),
         "full_accuracy": {"calibration": fitted.calib.full_accuracy, "test": test.full_accuracy},
@@ -376,7 +399,7 @@ def export(net: ExitNet, heads: Sequence[ExitHead | None], out_dir: str | Path,
     extra, section = None, None
     if candidates and any(h is not None for h in heads):
         from edge_ee.candidates import candidate_graphs
-        extra, cand = candidate_graphs(net, heads, cost_table(net, heads))
+        extra, cand = candidate_graphs(net, heads, cost_table(net, heads), "onnx" in formats)
         section = {"candidates": cand}
     with torch.no_grad():
         full = cost_table(net, [None] * net.num_exits).full_flops

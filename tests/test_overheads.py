@@ -43,7 +43,7 @@ def flow(tmp_path_factory) -> dict[str, Path]:
 def test_measure_overheads_file(flow) -> None:
     doc = json.loads(flow["ovh"].read_text())
     m = json.loads((flow["cand"] / "manifest.json").read_text())
-    assert doc["kind"] == "edge-ee-overheads" and doc["schema_version"] == 1
+    assert doc["kind"] == "edge-ee-overheads" and doc["schema_version"] == 2
     assert doc["bundle"]["manifest_sha256"] == sha256_file(flow["cand"] / "manifest.json")
     assert doc["identity"] == m["candidates"]["identity"]
     assert [e["exit_index"] for e in doc["exits"]] == [0, 1, 2, 3, 4]
@@ -63,6 +63,14 @@ def test_measure_overheads_file(flow) -> None:
         if e["probe"] == e["exit_index"]:
             assert e["boundary_fraction"] == pytest.approx(e["probe_fraction"])
         assert e["boundary_us"] == pytest.approx(e["boundary_fraction"] * doc["full_latency_us"])
+        # the in-graph strategy's cost of the same exit, measured on its own probe file
+        g25, g75 = e["ingraph_probe_fraction_iqr"]
+        assert g25 <= e["ingraph_probe_fraction"] <= g75
+        assert e["ingraph_fraction"] - e["ingraph_probe_fraction"] == pytest.approx(
+            e["boundary_fraction"] - e["probe_fraction"])
+    for g in m["candidates"]["groups"]:  # assembled by the writer, listed and hashed
+        assert g["ingraph"] == f"cand_b{g['probe']}_ingraph.onnx" and g["ingraph"] in m["files"]
+    assert doc["protocol"]["block"] == 5
     # the candidates bundle is still an ordinary bundle: it runs samples
     r = run_cli("edge-ee-run", str(flow["cand"]), "--out", str(flow["root"] / "res.json"),
              "--profile", "none", "--idle-s", "0", "--quiet")
@@ -81,7 +89,9 @@ def test_build_charges_the_device_file(flow) -> None:
     assert rec["source"] == "device" and rec["sha256"] == sha256_file(flow["ovh"])
     assert rec["bundle_manifest_sha256"] == doc["bundle"]["manifest_sha256"]
     full = doc["identity"]["full_flops"]
-    want = [max(0.0, e["boundary_fraction"] * full - x["head_flops"])
+    # auto charges the in-graph cost the file has (what an ONNX bundle runs under a bound)
+    assert rec["strategy"] == "ingraph"
+    want = [max(0.0, e["ingraph_fraction"] * full - x["head_flops"])
             for e, x in zip(doc["exits"], doc["identity"]["exits"], strict=True)]
     assert cal["exit_overhead_flops"] == pytest.approx(want)
     assert "candidates" not in json.loads((out / "manifest.json").read_text())
@@ -125,6 +135,20 @@ def test_bad_overheads_are_typed_errors(flow, tmp_path: Path) -> None:
                        (("full_flops", 1), "full_flops is")):
         with pytest.raises(EdgeEEError, match=says):
             device_overheads(flow["ovh"], {**want, edit[0]: edit[1]}, heads)
+    # a schema-1 file (before in-graph probes) still reads: auto charges the split it has,
+    # asking for the in-graph cost is a typed error saying how to get one
+    v1 = json.loads(raw)
+    v1["schema_version"] = 1
+    for e in v1["exits"]:
+        for k in [k for k in e if k.startswith("ingraph")]:
+            del e[k]
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    assert device_overheads(tmp_path / "v1.json", want, heads)[1]["strategy"] == "split"
+    with pytest.raises(EdgeEEError, match=r"no in-graph measurements.*--charge-strategy split"):
+        device_overheads(tmp_path / "v1.json", want, heads, "ingraph")
+    split = device_overheads(flow["ovh"], want, heads, "split")[1]
+    assert split["strategy"] == "split"
+    assert split["fraction"] == split["by_strategy"]["split"]["raw_fraction"]
     other = json.loads(json.dumps(want))
     other["exits"][2]["kind"] = "lda"
     with pytest.raises(EdgeEEError, match="exit 2: kind is 'e2cm' in the file, 'lda' here"):
@@ -167,10 +191,11 @@ def test_host_hysteresis_keeps_or_replaces(tmp_path: Path, monkeypatch) -> None:
     assert again.overhead_flops[1] == pytest.approx(0.5 * full - hf[1])
     assert again.to_json()["hysteresis"]["kept_previous"] is True
     # within max(2·grid, 4·se) of the kept raw value: kept; just beyond it: replaced
-    rec.update(raw_fraction=[0.0, first.raw_fraction[1] + 0.039, 0.0,
-                             first.raw_fraction[3] - 0.039, 0.0], std_error=[0.0] * 5)
+    shift = 1.95 * proto.grid  # just inside 2·grid
+    rec.update(raw_fraction=[0.0, first.raw_fraction[1] + shift, 0.0,
+                             first.raw_fraction[3] - shift, 0.0], std_error=[0.0] * 5)
     kept.write_text(json.dumps(rec))
-    if max(first.std_error) * 4 < 0.039:
+    if max(first.std_error) * 4 < shift:
         assert keep_or_replace(first, kept, heads, full, hf).hysteresis["kept_previous"]
     rec.update(raw_fraction=[0.0, 9.0, 0.0, 9.0, 0.0])
     kept.write_text(json.dumps(rec))
