@@ -66,15 +66,15 @@ class LMSegment(nn.Module):
         positions = pos[0] + rows
         keep = None if copied is None else (rows < copied[0]).view(1, p, 1)
         new_kv: list[torch.Tensor] = []
+        t = past[0].shape[0]  # every layer's past has the same length: one mask
+        mask = torch.cat((torch.ones(p, t, dtype=torch.bool),
+                          torch.ones(p, p, dtype=torch.bool).tril()), 1)
         for j, blk in enumerate(self.blocks):
             pk, pv = past[2 * j], past[2 * j + 1]  # (T, kvH, hd)
-            t = pk.shape[0]
             k, v = blk.kv(x, positions)  # (1, kvH, P, hd)
             new_kv += [k[0].transpose(0, 1), v[0].transpose(0, 1)]
             kk = torch.cat((pk.transpose(0, 1).unsqueeze(0), k), 2)
             vv = torch.cat((pv.transpose(0, 1).unsqueeze(0), v), 2)
-            mask = torch.cat((torch.ones(p, t, dtype=torch.bool),
-                              torch.ones(p, p, dtype=torch.bool).tril()), 1)
             y = x + blk.attend(blk.query(x, positions), kk, vv, mask)
             y = y + blk.ffn(y)
             x = y if keep is None else torch.where(keep, x, y)
