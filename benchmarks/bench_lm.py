@@ -138,7 +138,13 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     idx = np.linspace(0, len(src.held_out) - 1, prompts_n).astype(int)
     prompts = np.stack([src.held_out[i][0, :8].numpy() for i in idx])
     np.savez(out / "prompts.npz", x=prompts, max_new_tokens=new_tokens)
-    res = {}
+    res: dict = {"builds": {}}
+    for b in ("ee", "ee-verify"):
+        man = json.loads((out / b / "manifest.json").read_text())
+        res["builds"][b] = {"exits_after_blocks": man["language_model"]["exits_after_blocks"],
+                            "thresholds": [s["exit"].get("threshold") for s in man["segments"]],
+                            **{k: man["model"]["exit_heads"].get(k)
+                               for k in ("call_costs", "exit_choice")}}
     common = ["--input", str(out / "prompts.npz"), "--quiet", "--idle-s", "0",
               "--power-source", "null", "--profile", "none", "--warmup-runs", "2"]
     runs = (("early-exit calm", "ee", ["--decoding", "calm"]),
@@ -182,6 +188,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     base_seg = res["same segments, no exit"]["tokens_per_s"]
     base_mono = res["monolithic"]["tokens_per_s"]
     for name in speeds:
+        res[name]["load_1min_per_round"] = loads
         res[name]["speedup_vs_no_exit"] = res[name]["tokens_per_s"] / base_seg
         res[name]["speedup_vs_monolithic"] = res[name]["tokens_per_s"] / base_mono
         print(name, res[name], flush=True)
@@ -197,10 +204,10 @@ def main() -> None:
     ap.add_argument("--sequence-length", type=int, default=256)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--curve-exits", default="2,4")
-    ap.add_argument("--device-exits", default="2")
+    ap.add_argument("--device-exits", default="2", help="exits of the calm bundle (or auto)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--verify-exits", default="1", help="exits of the verify-policy bundle")
+    ap.add_argument("--verify-exits", default="1", help="exits of the verify-policy bundle (or auto)")
     ap.add_argument("--min-agreement", type=float, default=0.97)
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles already built in --out")
@@ -226,7 +233,8 @@ def main() -> None:
                 w.writerows(rows)
             plot_curves(rows, a.out / f"curves-{model}.png")
         if "device" in parts:
-            summary[f"{model}/device"] = device(model, a.out / model, a.device_exits, a.prompts,
+            name = Path(model).stem if model.endswith(".pt") else model
+            summary[f"{name}/device"] = device(model, a.out / name, a.device_exits, a.prompts,
                                                 a.new_tokens, a.min_agreement, a.rounds,
                                                 a.reuse, a.verify_exits)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1))

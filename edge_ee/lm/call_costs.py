@@ -8,7 +8,7 @@ final head, and [0, L) + the final head (monolithic) — to a temporary folder, 
 on onnxruntime CPU (1 thread, one new row over `past` cached rows, interleaved rounds,
 medians; the rest segment also with 4 rows) and solves for
 
-    block_us   = t[0, L) − t[1, L)
+    block_us   = (t[0, L) − t[0, 1)) / (L − 1)
     exit_us    = t[0, 1) − block_us            (fixed part of a call ending in an exit head)
     final_us   = t[1, L) − (L − 1)·block_us    (fixed part of a call ending in the LM head)
     row_us     = (t[1, L) at 4 rows − at 1 row) / 3 / (L − 1)   (per extra row and block)
@@ -127,7 +127,9 @@ def measure_call_costs(model: DecoderLM, past: int = 64, calls: int = 100,
                 times[(n, r)].append(_median_us(sessions[n][0], feeds[(n, r)], calls))
     t = {j: float(np.median(v)) for j, v in times.items()}
     n_layers = c.n_layers
-    block = max(t[("mono", 1)] - t[("rest", 1)], 1e-3 * t[("mono", 1)])
+    # over L − 1 blocks (the heads differ by far less than a block): less noise than one
+    # difference of two timings
+    block = max((t[("mono", 1)] - t[("first", 1)]) / max(n_layers - 1, 1), 1e-3 * t[("mono", 1)])
     costs = CallCosts(
         block_us=block, exit_us=max(t[("first", 1)] - block, 0.0),
         final_us=max(t[("rest", 1)] - (n_layers - 1) * block, 0.0),
