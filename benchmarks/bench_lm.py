@@ -128,9 +128,13 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     if not (reuse and (out / "ee" / "manifest.json").is_file()):
         _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", exits, "--out",
              str(out / "ee"), "--overwrite", "--min-agreement", str(min_agreement))
-    if not (reuse and (out / "ee-verify" / "manifest.json").is_file()):
-        _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", verify_exits,
-             "--out", str(out / "ee-verify"), "--overwrite", "--exit-policy", "verify")
+    # several verify bundles: exits separated by ';' ("1;1,3" → ee-verify, ee-verify-1)
+    verify_dirs = {f"ee-verify{f'-{i}' if i else ''}": ex
+                   for i, ex in enumerate(verify_exits.split(";"))}
+    for d, ex in verify_dirs.items():
+        if not (reuse and (out / d / "manifest.json").is_file()):
+            _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", ex,
+                 "--out", str(out / d), "--overwrite", "--exit-policy", "verify")
     if not (reuse and (out / "full" / "manifest.json").is_file()):
         _run("edge_ee.cli", "lm", "build", "--model", model_name, "--monolithic", "--out",
              str(out / "full"), "--overwrite")
@@ -139,7 +143,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     prompts = np.stack([src.held_out[i][0, :8].numpy() for i in idx])
     np.savez(out / "prompts.npz", x=prompts, max_new_tokens=new_tokens)
     res: dict = {"builds": {}}
-    for b in ("ee", "ee-verify"):
+    for b in ("ee", *verify_dirs):
         man = json.loads((out / b / "manifest.json").read_text())
         res["builds"][b] = {"exits_after_blocks": man["language_model"]["exits_after_blocks"],
                             "thresholds": [s["exit"].get("threshold") for s in man["segments"]],
@@ -148,7 +152,8 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     common = ["--input", str(out / "prompts.npz"), "--quiet", "--idle-s", "0",
               "--power-source", "null", "--profile", "none", "--warmup-runs", "2"]
     runs = (("early-exit calm", "ee", ["--decoding", "calm"]),
-            ("early-exit verify", "ee-verify", ["--decoding", "verify"]),
+            *((f"early-exit verify{f' ({ex})' if len(verify_dirs) > 1 else ''}", d,
+               ["--decoding", "verify"]) for d, ex in verify_dirs.items()),
             ("same segments, no exit", "ee", ["--no-exit"]),
             ("monolithic", "full", []))
     speeds: dict[str, list[float]] = {name: [] for name, _, _ in runs}

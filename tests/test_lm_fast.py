@@ -95,3 +95,26 @@ def test_exits_auto_parses_and_bad_build_options() -> None:
         LMBuildConfig(out="x", call_costs="guess")
     with pytest.raises(ConfigError, match="calm or verify"):
         LMBuildConfig(out="x", exit_policy="eager")
+
+
+@pytest.mark.slow  # three exports and the golden self-check
+def test_two_exit_bundle_exports_and_verify_equals_full_depth(tmp_path: Path) -> None:
+    from device_runners.backends import open_backend
+    from device_runners.decode import decode
+    from device_runners.manifest import load_bundle
+    from edge_ee.lm.bundle import LMBundleOptions, write_lm_bundle
+    m = _tiny_model()
+    w = m.output.weight.detach()
+    heads = [(w, torch.zeros(w.shape[0]))] * 2  # copy-final heads after blocks 1 and 2
+    out = write_lm_bundle(m, [chr(65 + i) for i in range(40)], (1, 2), heads, [0.07, 0.07],
+                          tmp_path / "b", np.asarray([[1, 5, 7]]),
+                          options=LMBundleOptions(golden_new_tokens=8, exit_policy="verify"))
+    b = load_bundle(out)
+    assert [s["blocks"] for s in b.manifest["segments"]] == [[0, 1], [1, 2], [2, 3]]
+    assert b.manifest["self_check"]["passed"]
+    be = open_backend(b)
+    ver = decode(b, be, [1, 5, 7], 20, policy="verify")
+    assert ver.prediction.tolist() == m.generate([1, 5, 7], 20)[3:]  # exact full depth
+    assert {0, 1} & set(ver.exit.tolist())  # drafts from both exits were taken
+    calm = decode(b, be, [1, 5, 7], 20, policy="calm")
+    assert len(calm.prediction) == 20 and set(calm.exit.tolist()) <= {0, 1, 2}

@@ -125,6 +125,7 @@ def verify_time_per_token(conf: np.ndarray, agree: np.ndarray, tau: float, draft
     return cost / max(n, 1)
 
 
+@torch.no_grad()
 def _confidences(model, heads: ExitHeads, seqs: torch.Tensor
                  ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Per exit K: (max-softmax confidence, agrees with full depth), each (N, T)."""

@@ -88,7 +88,7 @@ def segment_spec(seg: LMSegment, threshold: float | None) -> SegmentSpec:
         input_names=tuple(names), output_names=tuple(seg.output_names()), flops=_flops(seg),
         params=sum(p.numel() for p in seg.parameters()), exit=exit_desc,
         stages=list(range(seg.first, seg.last)), dynamic_axes=dyn,
-        passes_on=None if last else "h", name=f"blocks{seg.first}-{seg.last - 1}",
+        passes_on=None if last else "h_out", name=f"blocks{seg.first}-{seg.last - 1}",
         manifest={"blocks": [seg.first, seg.last]})
 
 

@@ -8,7 +8,7 @@ updated by the blocks (x stays the exited hidden state at every layer), so each 
 layer computes its K,V from the copied state (CALM / LayerSkip). They ride along with the
 next token that reaches the segment, so filling them costs no extra runtime call.
 
-Outputs: `h` (1,P,D) the rows' states to pass on (copied rows unchanged; not in the last
+Outputs: `h_out` (1,P,D) the rows' states to pass on (copied rows unchanged; not in the last
 segment), then the exit's `token` (1,) int64, `confidence` (1,) float32 and `exit` (1,)
 bool; the exit head is `edge_ee.exits.heads.ExitHead` (identity transform → LinearScorer
 → max softmax → threshold), reading rms_final(h) of the last row. The last segment ends
@@ -52,7 +52,9 @@ class LMSegment(nn.Module):
 
     def output_names(self) -> list[str]:
         kv = [f"new_{kv}{i}" for i in range(self.first, self.last) for kv in ("k", "v")]
-        return ([] if self.is_last else ["h"]) + ["token", "confidence", "exit"] + kv
+        # `h_out`, not `h`: a middle segment takes `h` and an ONNX graph cannot have an
+        # input and an output of one name (so bundles with two or more exits export)
+        return ([] if self.is_last else ["h_out"]) + ["token", "confidence", "exit"] + kv
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, *rest: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
