@@ -148,7 +148,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
         res["builds"][b] = {"exits_after_blocks": man["language_model"]["exits_after_blocks"],
                             "thresholds": [s["exit"].get("threshold") for s in man["segments"]],
                             **{k: man["model"]["exit_heads"].get(k)
-                               for k in ("call_costs", "exit_choice")}}
+                               for k in ("call_costs", "exit_choice", "target", "train_steps")}}
     common = ["--input", str(out / "prompts.npz"), "--quiet", "--idle-s", "0",
               "--power-source", "null", "--profile", "none", "--warmup-runs", "2"]
     runs = (("early-exit calm", "ee", ["--decoding", "calm"]),
@@ -242,7 +242,8 @@ def main() -> None:
             summary[f"{name}/device"] = device(model, a.out / name, a.device_exits, a.prompts,
                                                 a.new_tokens, a.min_agreement, a.rounds,
                                                 a.reuse, a.verify_exits)
-    (a.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    tag = "+".join(Path(m).stem for m in a.models.split(","))
+    (a.out / f"summary-{tag}-{a.parts.replace(',', '+')}.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     b.add_argument("--logit-scale", choices=("none", "posterior", "fitted"), default="fitted",
                    help=SCALE_HELP)
     b.add_argument("--train-steps", type=int, default=200, help="exit-head training steps")
+    b.add_argument("--head-target", choices=("next", "full-depth"), default="next",
+                   help="what the exit heads learn: the sampled text's next token, or full "
+                        "depth's greedy token (what decoding must agree with)")
     b.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
     b.add_argument("--stats-sequences", type=int, default=150, help=STATS_HELP)
     b.add_argument("--sequence-length", type=int, default=256, help=LENGTH_HELP)
@@ -158,7 +161,8 @@ def cmd_lm(a: argparse.Namespace) -> int:
                             lr=a.lr, stats_sequences=a.stats_sequences,
                             sequence_length=a.sequence_length, min_agreement=a.min_agreement,
                             new_tokens=a.new_tokens, exit_policy=a.exit_policy,
-                            call_costs=a.call_costs, monolithic=a.monolithic,
+                            call_costs=a.call_costs, head_target=a.head_target,
+                            monolithic=a.monolithic,
                             overwrite=a.overwrite, seed=a.seed)
         path, info = build_lm_bundle(bcfg)
         print(f"wrote {path}" + (f"; thresholds {info['thresholds']}" if "thresholds" in info else ""))

@@ -61,6 +61,7 @@ class LMBuildConfig:
     exit_policy: str = "calm"
     call_overhead_blocks: float = 0.5
     call_costs: str = "measured"
+    head_target: str = "next"
     monolithic: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -220,7 +221,7 @@ def build_lm_bundle(cfg: LMBuildConfig) -> tuple[Path, dict]:
     stats = token_stats(m, stats_seqs.split(16), exits)
     tcfg = ExitTrainConfig(init=cfg.init, setting="backbone", steps=cfg.train_steps, lr=cfg.lr,
                            logit_scale=cfg.logit_scale, eval_every=max(cfg.train_steps, 1),
-                           seed=cfg.seed)
+                           target=cfg.head_target, seed=cfg.seed)
     heads = initial_heads(m, exits, tcfg, stats, stats_seqs[:16])
     train = m.sample(cfg.stats_sequences, length, seed=cfg.seed + 1, start=src.start)
     curve = train_heads(m, heads, train, src.held_out, tcfg)
@@ -255,6 +256,7 @@ def build_lm_bundle(cfg: LMBuildConfig) -> tuple[Path, dict]:
     hw = [(h.weight.detach(), h.bias.detach()) for h in heads.heads]
     extra = {"exit_heads": {"init": cfg.init, "logit_scale": cfg.logit_scale,
                             "train_steps": cfg.train_steps, "min_agreement": cfg.min_agreement,
+                            "target": cfg.head_target,
                             "exit_policy": cfg.exit_policy,
                             "call_overhead_blocks": cfg.call_overhead_blocks,
                             "call_costs": cost_record,
