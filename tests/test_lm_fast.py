@@ -95,6 +95,11 @@ def test_exits_auto_parses_and_bad_build_options() -> None:
         LMBuildConfig(out="x", call_costs="guess")
     with pytest.raises(ConfigError, match="calm or verify"):
         LMBuildConfig(out="x", exit_policy="eager")
+    with pytest.raises(ConfigError, match="head target"):
+        LMBuildConfig(out="x", head_target="soft")
+    from edge_ee.lm.train_exits import ExitTrainConfig
+    with pytest.raises(ConfigError, match="backbone frozen"):
+        ExitTrainConfig(setting="nothing", target="full-depth")
 
 
 @pytest.mark.slow  # three exports and the golden self-check

@@ -34,7 +34,13 @@ from edge_ee.lm.bundle import LMBundleOptions, write_lm_bundle
 from edge_ee.lm.call_costs import CallCosts, block_costs, measure_call_costs
 from edge_ee.lm.exit_init import check_exits, exit_features, token_stats
 from edge_ee.lm.sources import load_source
-from edge_ee.lm.train_exits import ExitHeads, ExitTrainConfig, initial_heads, train_heads
+from edge_ee.lm.train_exits import (
+    TARGETS,
+    ExitHeads,
+    ExitTrainConfig,
+    initial_heads,
+    train_heads,
+)
 
 log = logging.getLogger(__name__)
 CALIB_PREFIX = 8  # sampled tokens before the greedy continuation of a calibration sequence
@@ -73,6 +79,8 @@ class LMBuildConfig:
             raise ConfigError("stats_sequences ≥ 1 and sequence_length ≥ 2 are needed")
         if self.call_costs not in COST_MODELS:
             raise ConfigError(f"call costs {self.call_costs!r}; choose from {COST_MODELS}")
+        if self.head_target not in TARGETS:
+            raise ConfigError(f"head target {self.head_target!r}; choose from {TARGETS}")
         if self.exit_policy not in ("calm", "verify"):
             raise ConfigError(f"exit policy {self.exit_policy!r}; choose calm or verify")
 
