@@ -152,7 +152,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     common = ["--input", str(out / "prompts.npz"), "--quiet", "--idle-s", "0",
               "--power-source", "null", "--profile", "none", "--warmup-runs", "2"]
     runs = (("early-exit calm", "ee", ["--decoding", "calm"]),
-            *((f"early-exit verify{f' ({ex})' if len(verify_dirs) > 1 else ''}", d,
+            *((f"early-exit verify{f' ({d}: {ex})' if len(verify_dirs) > 1 else ''}", d,
                ["--decoding", "verify"]) for d, ex in verify_dirs.items()),
             ("same segments, no exit", "ee", ["--no-exit"]),
             ("monolithic", "full", []))
@@ -161,7 +161,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     for rnd in range(rounds):
         loads.append(os.getloadavg()[0])
         for name, bundle, extra in runs:
-            f = out / f"{name.replace(' ', '_').replace(',', '')}-{rnd}.json"
+            f = out / f"{name.replace(' ', '_').replace(',', '').replace(':', '')}-{rnd}.json"
             _run("device_runners.cli", str(out / bundle), "--out", str(f), *common, *extra)
             r = json.loads(f.read_text())
             s = r["samples"]

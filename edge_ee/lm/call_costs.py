@@ -9,8 +9,8 @@ on onnxruntime CPU (1 thread, one new row over `past` cached rows, interleaved r
 medians; the rest segment also with 4 rows) and solves for
 
     block_us   = (t[0, L) − t[0, 1)) / (L − 1)
-    exit_us    = t[0, 1) − block_us            (fixed part of a call ending in an exit head)
-    final_us   = t[1, L) − (L − 1)·block_us    (fixed part of a call ending in the LM head)
+    exit_us    = t[0, 1) − block_us + runner   (fixed part of a call ending in an exit head)
+    final_us   = t[1, L) − (L − 1)·block_us + runner   (… ending in the LM head)
     row_us     = (t[1, L) at 4 rows − at 1 row) / 3 / (L − 1)   (per extra row and block)
 
 `block_costs` is the model without a device: a block costs 1, a call `overhead` blocks.
@@ -91,11 +91,17 @@ def _median_us(sess, feeds: dict[str, np.ndarray], calls: int) -> float:
     return float(np.median(ts)) / 1e3
 
 
+RUNNER_CALL_US = 20.0  # the runner's own work a call (feeds, KV writes, executor loop):
+# 15–25 µs measured around `decode` on this machine (docs/bench-lm/decoding.md §1)
+
+
 @torch.no_grad()
 def measure_call_costs(model: DecoderLM, past: int = 64, calls: int = 100,
-                       rounds: int = 5, workdir: Path | None = None) -> CallCosts:
-    """Export and time the three graphs (module docstring); µs on this machine. The graphs
-    (`first.onnx`, `rest.onnx`, `mono.onnx`) stay in `workdir` when one is given."""
+                       rounds: int = 5, workdir: Path | None = None,
+                       runner_call_us: float = RUNNER_CALL_US) -> CallCosts:
+    """Export and time the three graphs (module docstring); µs on this machine, plus
+    `runner_call_us` for the runner's own work on every call. The graphs (`first.onnx`,
+    `rest.onnx`, `mono.onnx`) stay in `workdir` when one is given."""
     from converters.formats.onnx import export_spec
     from device_runners.backends.onnxruntime import ort_session
     from edge_ee.lm.bundle import segment_spec
@@ -131,8 +137,8 @@ def measure_call_costs(model: DecoderLM, past: int = 64, calls: int = 100,
     # difference of two timings
     block = max((t[("mono", 1)] - t[("first", 1)]) / max(n_layers - 1, 1), 1e-3 * t[("mono", 1)])
     costs = CallCosts(
-        block_us=block, exit_us=max(t[("first", 1)] - block, 0.0),
-        final_us=max(t[("rest", 1)] - (n_layers - 1) * block, 0.0),
+        block_us=block, exit_us=max(t[("first", 1)] - block, 0.0) + runner_call_us,
+        final_us=max(t[("rest", 1)] - (n_layers - 1) * block, 0.0) + runner_call_us,
         row_us=max(t[("rest", 4)] - t[("rest", 1)], 0.0) / 3 / max(n_layers - 1, 1),
         source="measured")
     log.info("call costs on onnxruntime (µs, %.0f s, load %.1f): %s", time.monotonic() - t0,
