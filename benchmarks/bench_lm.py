@@ -128,9 +128,13 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     if not (reuse and (out / "ee" / "manifest.json").is_file()):
         _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", exits, "--out",
              str(out / "ee"), "--overwrite", "--min-agreement", str(min_agreement))
-    if not (reuse and (out / "ee-verify" / "manifest.json").is_file()):
-        _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", verify_exits,
-             "--out", str(out / "ee-verify"), "--overwrite", "--exit-policy", "verify")
+    # several verify bundles: exits separated by ';' ("1;1,3" → ee-verify, ee-verify-1)
+    verify_dirs = {f"ee-verify{f'-{i}' if i else ''}": ex
+                   for i, ex in enumerate(verify_exits.split(";"))}
+    for d, ex in verify_dirs.items():
+        if not (reuse and (out / d / "manifest.json").is_file()):
+            _run("edge_ee.cli", "lm", "build", "--model", model_name, "--exits", ex,
+                 "--out", str(out / d), "--overwrite", "--exit-policy", "verify")
     if not (reuse and (out / "full" / "manifest.json").is_file()):
         _run("edge_ee.cli", "lm", "build", "--model", model_name, "--monolithic", "--out",
              str(out / "full"), "--overwrite")
@@ -138,11 +142,18 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     idx = np.linspace(0, len(src.held_out) - 1, prompts_n).astype(int)
     prompts = np.stack([src.held_out[i][0, :8].numpy() for i in idx])
     np.savez(out / "prompts.npz", x=prompts, max_new_tokens=new_tokens)
-    res = {}
+    res: dict = {"builds": {}}
+    for b in ("ee", *verify_dirs):
+        man = json.loads((out / b / "manifest.json").read_text())
+        res["builds"][b] = {"exits_after_blocks": man["language_model"]["exits_after_blocks"],
+                            "thresholds": [s["exit"].get("threshold") for s in man["segments"]],
+                            **{k: man["model"]["exit_heads"].get(k)
+                               for k in ("call_costs", "exit_choice", "target", "train_steps")}}
     common = ["--input", str(out / "prompts.npz"), "--quiet", "--idle-s", "0",
               "--power-source", "null", "--profile", "none", "--warmup-runs", "2"]
     runs = (("early-exit calm", "ee", ["--decoding", "calm"]),
-            ("early-exit verify", "ee-verify", ["--decoding", "verify"]),
+            *((f"early-exit verify{f' ({d}: {ex})' if len(verify_dirs) > 1 else ''}", d,
+               ["--decoding", "verify"]) for d, ex in verify_dirs.items()),
             ("same segments, no exit", "ee", ["--no-exit"]),
             ("monolithic", "full", []))
     speeds: dict[str, list[float]] = {name: [] for name, _, _ in runs}
@@ -150,7 +161,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     for rnd in range(rounds):
         loads.append(os.getloadavg()[0])
         for name, bundle, extra in runs:
-            f = out / f"{name.replace(' ', '_').replace(',', '')}-{rnd}.json"
+            f = out / f"{name.replace(' ', '_').replace(',', '').replace(':', '')}-{rnd}.json"
             _run("device_runners.cli", str(out / bundle), "--out", str(f), *common, *extra)
             r = json.loads(f.read_text())
             s = r["samples"]
@@ -182,6 +193,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     base_seg = res["same segments, no exit"]["tokens_per_s"]
     base_mono = res["monolithic"]["tokens_per_s"]
     for name in speeds:
+        res[name]["load_1min_per_round"] = loads
         res[name]["speedup_vs_no_exit"] = res[name]["tokens_per_s"] / base_seg
         res[name]["speedup_vs_monolithic"] = res[name]["tokens_per_s"] / base_mono
         print(name, res[name], flush=True)
@@ -197,10 +209,10 @@ def main() -> None:
     ap.add_argument("--sequence-length", type=int, default=256)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--curve-exits", default="2,4")
-    ap.add_argument("--device-exits", default="2")
+    ap.add_argument("--device-exits", default="2", help="exits of the calm bundle (or auto)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--verify-exits", default="1", help="exits of the verify-policy bundle")
+    ap.add_argument("--verify-exits", default="1", help="exits of the verify-policy bundle (or auto)")
     ap.add_argument("--min-agreement", type=float, default=0.97)
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles already built in --out")
@@ -226,10 +238,12 @@ def main() -> None:
                 w.writerows(rows)
             plot_curves(rows, a.out / f"curves-{model}.png")
         if "device" in parts:
-            summary[f"{model}/device"] = device(model, a.out / model, a.device_exits, a.prompts,
+            name = Path(model).stem if model.endswith(".pt") else model
+            summary[f"{name}/device"] = device(model, a.out / name, a.device_exits, a.prompts,
                                                 a.new_tokens, a.min_agreement, a.rounds,
                                                 a.reuse, a.verify_exits)
-    (a.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    tag = "+".join(Path(m).stem for m in a.models.split(","))
+    (a.out / f"summary-{tag}-{a.parts.replace(',', '+')}.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

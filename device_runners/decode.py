@@ -113,7 +113,8 @@ class SequencePositions(ActiveSet):
             self.cache[("v", i)][st:self.end] = out[f"new_v{i}"]
         self.fill[index] = self.end
         if index < self.last:
-            self.state[index][st:self.end] = out["h"][0]
+            # `h` in bundles written before multi-exit LM bundles exported (one exit)
+            self.state[index][st:self.end] = out["h_out" if "h_out" in out else "h"][0]
             if not self.exits:
                 return
             conf = float(out["confidence"][0])

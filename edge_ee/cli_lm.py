@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 def _exits(text: str) -> tuple[int, ...]:
     from edge_ee.errors import ConfigError
+    if text.strip() == "auto":
+        return ()  # build: every block a candidate, the cheapest a token kept
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError as err:
@@ -80,11 +82,16 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     b = s.add_parser("build", help="early-exit (or --monolithic) decoding bundle for edge-ee-run")
     _model_args(b)
     b.add_argument("--out", required=True, help="bundle folder to write")
-    b.add_argument("--exits", default="2", help="comma-separated blocks with an exit")
+    b.add_argument("--exits", default="2",
+                   help="comma-separated blocks with an exit, or auto (one exit, the block "
+                        "with the least cost a token under --exit-policy and --call-costs)")
     b.add_argument("--init", default="mix", help=INIT_HELP)
     b.add_argument("--logit-scale", choices=("none", "posterior", "fitted"), default="fitted",
                    help=SCALE_HELP)
     b.add_argument("--train-steps", type=int, default=200, help="exit-head training steps")
+    b.add_argument("--head-target", choices=("next", "full-depth"), default="next",
+                   help="what the exit heads learn: the sampled text's next token, or full "
+                        "depth's greedy token (what decoding must agree with)")
     b.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
     b.add_argument("--stats-sequences", type=int, default=150, help=STATS_HELP)
     b.add_argument("--sequence-length", type=int, default=256, help=LENGTH_HELP)
@@ -94,15 +101,26 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     b.add_argument("--exit-policy", choices=("calm", "verify"), default="calm",
                    help="the device's default: calm (an exit's token is final) or verify "
                         "(exits draft, the last segment verifies: output = full depth)")
+    b.add_argument("--call-costs", choices=("measured", "blocks"), default="measured",
+                   help="cost of a segment call for the verify thresholds and --exits auto: "
+                        "measured (three graphs timed on onnxruntime here) or blocks (a block "
+                        "costs 1, a call 0.5)")
     b.add_argument("--monolithic", action="store_true", help="the full model as one graph, no exits")
     b.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     b.add_argument("--seed", type=int, default=0, help="random seed")
     c = s.add_parser("train-char", help="pretrain the character-level GPT on tinyshakespeare")
     c.add_argument("--out", required=True, help=".pt file to write")
     c.add_argument("--text", default=None, help="default ../shared/data/tinyshakespeare.txt")
-    c.add_argument("--steps", type=int, default=800, help="training steps")
-    c.add_argument("--batch-size", type=int, default=24, help="sequences per step")
-    c.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
+    c.add_argument("--preset", choices=("small", "large"), default="small",
+                   help="recipe: small (dim 64, 4 blocks, 800 steps: the shipped model) or large "
+                        "(dim 256, 6 blocks, 800 steps: compute-bound decoding, benchmarks)")
+    c.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    c.add_argument("--batch-size", type=int, default=None,
+                   help="sequences per step (default: the preset's)")
+    c.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate, AdamW (default: the preset's)")
+    c.add_argument("--dim", type=int, default=None, help="model width (default: the preset's)")
+    c.add_argument("--layers", type=int, default=None, help="blocks (default: the preset's)")
     c.add_argument("--seed", type=int, default=0, help="random seed")
     return {"lm": cmd_lm}
 
@@ -113,11 +131,12 @@ def cmd_lm(a: argparse.Namespace) -> int:
     from edge_ee.lm.sources import load_source
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     if a.lm_command == "train-char":
-        from edge_ee.lm.char_gpt import CharTrainConfig, read_text, save_char_gpt, train_char_gpt
+        from edge_ee.lm.char_gpt import char_preset, read_text, save_char_gpt, train_char_gpt
         from edge_ee.lm.sources import data_dir
+        recipe = char_preset(a.preset, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+                             dim=a.dim, n_layers=a.layers, seed=a.seed)
         text = read_text(a.text or data_dir() / "tinyshakespeare.txt")
-        m, tok, info = train_char_gpt(text, CharTrainConfig(steps=a.steps, batch_size=a.batch_size,
-                                                            lr=a.lr, seed=a.seed))
+        m, tok, info = train_char_gpt(text, recipe)
         save_char_gpt(m, tok, a.out, info)
         print(f"held-out loss {info['held_out_loss']:.3f} after {info['train_s']:.0f} s; wrote {a.out}")
         return 0
@@ -142,10 +161,16 @@ def cmd_lm(a: argparse.Namespace) -> int:
                             lr=a.lr, stats_sequences=a.stats_sequences,
                             sequence_length=a.sequence_length, min_agreement=a.min_agreement,
                             new_tokens=a.new_tokens, exit_policy=a.exit_policy,
+                            call_costs=a.call_costs, head_target=a.head_target,
                             monolithic=a.monolithic,
                             overwrite=a.overwrite, seed=a.seed)
         path, info = build_lm_bundle(bcfg)
         print(f"wrote {path}" + (f"; thresholds {info['thresholds']}" if "thresholds" in info else ""))
+        if info.get("exit_choice"):
+            print("cost a token by exit block: " + ", ".join(
+                f"{k}: {v:.1f}" for k, v in info["exit_choice"].items()))
+        if info.get("call_costs"):
+            print(f"call costs: {info['call_costs']}")
         return 0
     from edge_ee.lm.exit_init import (
         GROUPINGS,

@@ -70,7 +70,8 @@ def _flops(seg: LMSegment) -> int:
     return int(fc.get_total_flops())
 
 
-def _spec(seg: LMSegment, threshold: float | None) -> SegmentSpec:
+def segment_spec(seg: LMSegment, threshold: float | None) -> SegmentSpec:
+    """The neutral export spec of one LM segment (dynamic rows P and past length T)."""
     names = seg.input_names()
     c = seg.c
     rows, past = DynamicAxis("p", 1, c.seq_len), DynamicAxis("t", 0, c.seq_len)
@@ -87,7 +88,7 @@ def _spec(seg: LMSegment, threshold: float | None) -> SegmentSpec:
         input_names=tuple(names), output_names=tuple(seg.output_names()), flops=_flops(seg),
         params=sum(p.numel() for p in seg.parameters()), exit=exit_desc,
         stages=list(range(seg.first, seg.last)), dynamic_axes=dyn,
-        passes_on=None if last else "h", name=f"blocks{seg.first}-{seg.last - 1}",
+        passes_on=None if last else "h_out", name=f"blocks{seg.first}-{seg.last - 1}",
         manifest={"blocks": [seg.first, seg.last]})
 
 
@@ -108,7 +109,7 @@ def write_lm_bundle(model: DecoderLM, pieces: list[str], exits: tuple[int, ...],
         raise ExportValidationError(f"exit policy {options.exit_policy!r}; choose from {POLICIES}")
     model.eval()
     segs = build_segments(model, exits, heads, thresholds)
-    specs = [_spec(s, None if s.is_last else float(thresholds[i])) for i, s in enumerate(segs)]
+    specs = [segment_spec(s, None if s.is_last else float(thresholds[i])) for i, s in enumerate(segs)]
     section = {"context": c.seq_len, "kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
                "dim": c.dim, "n_layers": c.n_layers, "exits_after_blocks": list(exits),
                "default_new_tokens": options.default_new_tokens,

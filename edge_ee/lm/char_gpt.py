@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from edge_ee.errors import DataError, ModelError
+from edge_ee.errors import ConfigError, DataError, ModelError
 from edge_ee.lm.model import DecoderLM, LMConfig
 from edge_ee.models.weights import save_with_sidecar, verify_sidecar
 
@@ -76,7 +76,36 @@ class CharTrainConfig:
     hidden_dim: int = 172
     n_layers: int = 4
     n_heads: int = 4
+    warmup_steps: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.batch_size, self.context, self.dim, self.hidden_dim,
+               self.n_layers, self.n_heads) <= 0 or self.lr <= 0 or self.warmup_steps < 0:
+            raise ConfigError(f"char GPT recipe has a non-positive size or rate: {self}; "
+                              "check the flags")
+        if self.dim % self.n_heads:
+            raise ConfigError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}; "
+                              "pick sizes that divide")
+        if self.warmup_steps >= self.steps:
+            raise ConfigError(f"warmup_steps {self.warmup_steps} must be below steps {self.steps}")
+
+
+# `small`: the shipped model (tests, the default). `large`: a model where a decoding step
+# costs FLOPs rather than per-call overhead (about 4.8 M parameters, dim 256, 6 blocks;
+# benchmarks only), still pretrained on 2 CPU cores in minutes.
+CHAR_PRESETS: dict[str, CharTrainConfig] = {
+    "small": CharTrainConfig(),
+    "large": CharTrainConfig(steps=800, batch_size=16, context=128, lr=2e-3, dim=256,
+                             hidden_dim=688, n_layers=6, n_heads=8, warmup_steps=50),
+}
+
+
+def char_preset(name: str, **overrides: int | float | None) -> CharTrainConfig:
+    """The named recipe with the given fields replaced (None leaves a field as is)."""
+    if name not in CHAR_PRESETS:
+        raise ConfigError(f"char GPT preset {name!r}; choose from {sorted(CHAR_PRESETS)}")
+    return replace(CHAR_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def train_char_gpt(text: str, cfg: CharTrainConfig = CharTrainConfig()
@@ -98,6 +127,8 @@ def train_char_gpt(text: str, cfg: CharTrainConfig = CharTrainConfig()
     t0 = time.monotonic()
     for step in range(cfg.steps):
         lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        if step < cfg.warmup_steps:
+            lr *= (step + 1) / cfg.warmup_steps
         for group in opt.param_groups:
             group["lr"] = lr
         start = torch.randint(0, len(train) - cfg.context - 1, (cfg.batch_size,), generator=g)

@@ -58,17 +58,28 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        # x / sqrt(·) (not x * rsqrt(·)): the pattern onnxruntime fuses into one
+        # SimplifiedLayerNormalization node (7 exported nodes → 1 per norm)
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def _pair_rotation(hd: int) -> torch.Tensor:
+    """R (hd, hd) with (x @ R)[2i] = −x[2i+1] and (x @ R)[2i+1] = x[2i]."""
+    r = torch.zeros(hd, hd)
+    i = torch.arange(0, hd, 2)
+    r[i + 1, i] = -1.0
+    r[i, i + 1] = 1.0
+    return r
 
 
 def rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotate consecutive (even, odd) pairs of x (B, H, T, hd) by pos (T,) · theta^(-2i/hd)."""
+    """Rotate consecutive (even, odd) pairs of x (B, H, T, hd) by pos (T,) · theta^(-2i/hd):
+    x·cos + (x @ R)·sin with the angles repeated per pair — one MatMul, two Mul and an
+    Add once exported, instead of strided slices, a stack and a reshape."""
     hd = x.shape[-1]
     freq = theta ** (-torch.arange(0, hd, 2, dtype=torch.float32) / hd)
-    ang = pos.to(torch.float32)[:, None] * freq[None, :]  # (T, hd/2)
-    cos, sin = torch.cos(ang), torch.sin(ang)
-    xe, xo = x[..., 0::2], x[..., 1::2]
-    return torch.stack((xe * cos - xo * sin, xe * sin + xo * cos), dim=-1).flatten(-2)
+    ang = (pos.to(torch.float32)[:, None] * freq[None, :]).repeat_interleave(2, -1)  # (T, hd)
+    return x * torch.cos(ang) + (x @ _pair_rotation(hd)) * torch.sin(ang)
 
 
 class Block(nn.Module):
@@ -107,13 +118,14 @@ class Block(nn.Module):
         """q (B,H,Tq,hd) over k, v (B,kvH,Tk,hd); mask (Tq,Tk) bool True = may attend."""
         c = self.c
         rep = c.n_heads // c.n_kv_heads
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
-        att = (q @ k.transpose(-1, -2)) * (c.head_dim ** -0.5)
+        b, _, tq, hd = q.shape
+        # the `rep` query heads that share a KV head become rows of one group (no copies
+        # of K and V: a reshape instead of repeat_interleave's Expand + Reshape per tensor)
+        q = q.reshape(b, c.n_kv_heads, rep * tq, hd)
+        att = (q @ k.transpose(-1, -2)) * (c.head_dim ** -0.5)  # (B, kvH, rep·Tq, Tk)
         if mask is not None:
-            att = att.masked_fill(~mask, float("-inf"))
-        out = torch.softmax(att, dim=-1) @ v  # (B,H,Tq,hd)
-        b, _, tq, _ = out.shape
+            att = att.masked_fill(~(mask.repeat(rep, 1) if rep > 1 else mask), float("-inf"))
+        out = (torch.softmax(att, dim=-1) @ v).reshape(b, c.n_heads, tq, hd)
         return self.wo(out.transpose(1, 2).reshape(b, tq, c.dim))
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ updated by the blocks (x stays the exited hidden state at every layer), so each 
 layer computes its K,V from the copied state (CALM / LayerSkip). They ride along with the
 next token that reaches the segment, so filling them costs no extra runtime call.
 
-Outputs: `h` (1,P,D) the rows' states to pass on (copied rows unchanged; not in the last
+Outputs: `h_out` (1,P,D) the rows' states to pass on (copied rows unchanged; not in the last
 segment), then the exit's `token` (1,) int64, `confidence` (1,) float32 and `exit` (1,)
 bool; the exit head is `edge_ee.exits.heads.ExitHead` (identity transform → LinearScorer
 → max softmax → threshold), reading rms_final(h) of the last row. The last segment ends
@@ -52,7 +52,9 @@ class LMSegment(nn.Module):
 
     def output_names(self) -> list[str]:
         kv = [f"new_{kv}{i}" for i in range(self.first, self.last) for kv in ("k", "v")]
-        return ([] if self.is_last else ["h"]) + ["token", "confidence", "exit"] + kv
+        # `h_out`, not `h`: a middle segment takes `h` and an ONNX graph cannot have an
+        # input and an output of one name (so bundles with two or more exits export)
+        return ([] if self.is_last else ["h_out"]) + ["token", "confidence", "exit"] + kv
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, *rest: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
@@ -66,15 +68,15 @@ class LMSegment(nn.Module):
         positions = pos[0] + rows
         keep = None if copied is None else (rows < copied[0]).view(1, p, 1)
         new_kv: list[torch.Tensor] = []
+        t = past[0].shape[0]  # every layer's past has the same length: one mask
+        mask = torch.cat((torch.ones(p, t, dtype=torch.bool),
+                          torch.ones(p, p, dtype=torch.bool).tril()), 1)
         for j, blk in enumerate(self.blocks):
             pk, pv = past[2 * j], past[2 * j + 1]  # (T, kvH, hd)
-            t = pk.shape[0]
             k, v = blk.kv(x, positions)  # (1, kvH, P, hd)
             new_kv += [k[0].transpose(0, 1), v[0].transpose(0, 1)]
             kk = torch.cat((pk.transpose(0, 1).unsqueeze(0), k), 2)
             vv = torch.cat((pv.transpose(0, 1).unsqueeze(0), v), 2)
-            mask = torch.cat((torch.ones(p, t, dtype=torch.bool),
-                              torch.ones(p, p, dtype=torch.bool).tril()), 1)
             y = x + blk.attend(blk.query(x, positions), kk, vv, mask)
             y = y + blk.ffn(y)
             x = y if keep is None else torch.where(keep, x, y)

@@ -51,7 +51,8 @@ def load_source(model: str = STORIES, tokenizer: str | None = None, text: str | 
         held = held[:max_eval_tokens]
         w = m.config.seq_len
         seqs = [held[i:i + w][None] for i in range(0, len(held) - w + 1, w)]
-        return LMSource(CHAR_GPT, m, tok.encode, tok.decode, tok.piece_names(),
+        return LMSource(CHAR_GPT if model == CHAR_GPT else Path(model).stem, m, tok.encode,
+                        tok.decode, tok.piece_names(),
                         int(held[0]), seqs)
     from edge_ee.lm.llama2c import read_llama2c, read_tokenizer
     path = data_dir() / "stories260K" / "stories260K.bin" if model == STORIES else Path(model)

@@ -31,6 +31,7 @@ from edge_ee.lm.model import DecoderLM
 
 log = logging.getLogger(__name__)
 SETTINGS = ("backbone", "nothing")
+TARGETS = ("next", "full-depth")
 LOGIT_SCALES = ("none", "posterior", "fitted")
 
 
@@ -47,6 +48,9 @@ class ExitTrainConfig:
     logit_scale: str = "none"
     alpha: float | None = None  # None: 0.6 nothing frozen, 0.8 backbone frozen
     fit_alpha: bool = False  # mix: choose α in {0, 0.1, …, 1} by NLL on the statistics data
+    # what the heads learn: the text's next token ("next") or full depth's greedy token
+    # ("full-depth": what an early-exit decoder must agree with; backbone frozen only)
+    target: str = "next"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,6 +60,11 @@ class ExitTrainConfig:
             raise ConfigError(f"setting {self.setting!r}; choose from {SETTINGS}")
         if self.logit_scale not in LOGIT_SCALES:
             raise ConfigError(f"logit_scale {self.logit_scale!r}; choose from {LOGIT_SCALES}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"head target {self.target!r}; choose from {TARGETS}")
+        if self.target == "full-depth" and self.setting != "backbone":
+            raise ConfigError("target 'full-depth' needs the backbone frozen (setting 'backbone'): "
+                              "full depth must not move while the heads learn it")
         if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1 or self.lr <= 0:
             raise ConfigError("steps ≥ 0, batch_size ≥ 1, eval_every ≥ 1 and lr > 0 are needed")
 
@@ -187,6 +196,8 @@ def train_heads(model: DecoderLM, heads: ExitHeads, train: torch.Tensor,
         y = batch[:, 1:].reshape(-1)
         with torch.set_grad_enabled(not frozen):
             hs = model.hidden_states(batch)
+        if cfg.target == "full-depth":
+            y = model.head(hs[-1])[:, :-1].argmax(-1).reshape(-1)
         losses = [F.cross_entropy(h(model.norm(hs[k - 1])[:, :-1].reshape(-1, hs[0].shape[-1])), y)
                   for h, k in zip(heads.heads, heads.exits, strict=True)]
         if not frozen:
