@@ -173,11 +173,15 @@ def test_shipped_model_latency_aware_build_records_the_bound(folder: Path, tmp_p
     out = tmp_path / "fr"
     r = run_cli("edge-ee", "build", "--model", "fashion-resnet", "--data", str(folder),
                 "--batch-size", "500", "--out", str(out), "--latency-aware",
-                "--max-overhead", "0.12", "--max-drop", "0.02")
+                "--max-overhead", "0.3", "--max-drop", "0.02")
     assert r.returncode == 0, r.stderr[-3000:]
     cal = json.loads((out / "manifest.json").read_text())["calibration"]
     rec, eo = cal["overhead_bound"], cal["exit_overhead"]
-    assert rec["max_overhead"] == 0.12 and rec["charged"] <= 0.12 + 1e-9
+    # a bound well above one exit's measured charge (0.06-0.11 of this network on a quiet
+    # 2-core machine, about twice that under load), so that an exit is kept however busy
+    # the machine is and the runner below has in-graph exits to run
+    assert rec["max_overhead"] == 0.3 and rec["charged"] <= 0.3 + 1e-9
+    assert rec["kept_exits"], f"no exit kept under the bound: charged {cal['exit_overhead']}"
     # what is charged: the measured fractions (rounded up to the grid) of the kept exits,
     # in the strategy an ONNX bundle runs under a bound (in-graph); both were measured
     assert eo["source"] == "host" and eo["strategy"] == rec["strategy"] == "ingraph"
@@ -195,5 +199,5 @@ def test_shipped_model_latency_aware_build_records_the_bound(folder: Path, tmp_p
                 "--idle-s", "0", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
     st = json.loads(res.read_text())["strategy"]
-    assert st["name"] == "ingraph" and "worst-case bound" in st["reason"]
+    assert st["name"] == "ingraph" and "worst-case bound" in st["reason"], (st, rec)
     assert "measured_median_ns" not in st
