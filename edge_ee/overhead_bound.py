@@ -13,8 +13,10 @@ only such exit sets (`edge_ee.calibrate.greedy_path` / `random_hull`).
 (`--latency-aware`, `--overheads`) — issue 15's exits-off goal, ≤ 1.05 × the full network
 — and no bound with pure FLOPs (there the charges are head FLOPs only, a few per mille).
 An explicit bound that admits no exit at all is a `CalibrationError` naming the smallest
-bound that would; under `auto` the full network is exported with a warning instead, so a
-newcomer's `edge-ee demo` on a slow or loaded machine still finishes.
+bound that would. Under `auto` the bound is instead raised to the cheapest exit's own
+charge when that is at most `AUTO_MAX_OVERHEAD` = 0.10 (one exit kept: a loaded machine
+measures exits a grid step or two dearer, and `edge-ee demo` should still save), else the
+full network is exported; both with a warning, and the record holds the bound in force.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_ee.calibrate import ExitTable, no_exit_fits
+from edge_ee.calibrate import ExitTable, cheapest_exit, no_exit_fits
 from edge_ee.errors import CalibrationError, ConfigError
 
 #: `--max-overhead auto` with measured charges (see the module docstring)
 DEFAULT_MAX_OVERHEAD = 0.05
+#: the most `auto` raises its bound to when no exit fits DEFAULT_MAX_OVERHEAD (`admit`)
+AUTO_MAX_OVERHEAD = 0.10
 #: whose per-exit cost a measured charge is (`auto`: in-graph, what an ONNX bundle runs
 #: under a bound — the runner's `--strategy auto` runs the charged one; no ONNX: `split`)
 CHARGE_STRATEGIES = ("auto", "split", "ingraph")
@@ -56,16 +60,29 @@ def resolve(max_overhead: float | str | None, measured: bool) -> float | None:
 
 
 def admit(table: ExitTable, bound: float | None, requested: float | str | None,
-          warn: Callable[[str], None]) -> None:
-    """Raise CalibrationError when an explicit bound admits no exit; under 'auto' only warn
-    (the search then returns the full network)."""
+          warn: Callable[[str], None]) -> float | None:
+    """The bound the search uses. An explicit bound that admits no exit raises
+    CalibrationError. Under 'auto', when the default admits no exit but the cheapest exit is
+    charged at most AUTO_MAX_OVERHEAD on its own, the bound is raised to that charge (a
+    loaded machine measures an exit a grid step or two dearer than a quiet one, and a main
+    job that keeps no exit saves nothing); beyond that the full network (all exits off).
+    Both are warned; the record says which bound was in force."""
     why = no_exit_fits(table, bound)
     if why is None:
-        return
+        return bound
     if requested != "auto":
         raise CalibrationError(why)
+    cheap = cheapest_exit(table)
+    if cheap is not None and cheap[1] <= AUTO_MAX_OVERHEAD + 1e-12:
+        i, charge = cheap
+        warn(f"the default --max-overhead auto = {bound:g} admits no exit on this machine's "
+             f"measurement; raised to {charge:.4f}, what the cheapest exit (exit {i}) is "
+             f"charged on its own, so that one exit can be kept (exits-off latency ≈ "
+             f"{1 + charge:.2f} × the network); give --max-overhead to fix the bound")
+        return charge
     warn(f"{why.replace('--max-overhead', 'the default --max-overhead auto =', 1)}; "
          "exporting the full network (all exits off)")
+    return bound
 
 
 def record(bound: float | None, requested: float | str | None, priced: ExitTable,

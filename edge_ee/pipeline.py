@@ -244,8 +244,7 @@ def choose_thresholds(fitted: FittedExits, cfg: FitConfig, progress: bool = True
         search, sel_priced = search.with_costs(over), sel.with_costs(over)
     else:
         sel_priced = sel
-    bound = cfg.overhead_bound()
-    ob.admit(search, bound, cfg.max_overhead, fitted.warn)
+    bound = ob.admit(search, cfg.overhead_bound(), cfg.max_overhead, fitted.warn)
     if cfg.search == "greedy":
         path = greedy_path(search, progress=progress, max_overhead=bound)
     else:

@@ -110,6 +110,21 @@ def test_impossible_bound_is_a_typed_error_and_auto_falls_back(fitted_small) -> 
     p = choose_thresholds(fitted, auto, progress=False)
     assert _kept(p) == [] and fitted.overhead["charged"] == 0.0
     assert any("admits no exit" in m and "full network" in m for m in fitted.messages)
+    # ... unless the cheapest exit is charged at most AUTO_MAX_OVERHEAD (0.10) on its own:
+    # then the bound is raised to that charge, one exit can be kept, and the record says so
+    from edge_ee.overhead_bound import AUTO_MAX_OVERHEAD
+    assert AUTO_MAX_OVERHEAD == 0.10
+    loaded = tuple(c * fitted.costs.full_flops for c in (0.08, 0.07, 0.09, 0.09, 0.08,
+                                                          0.09)[:len(fitted.costs.head_flops)])
+    fitted.messages.clear()
+    p = choose_thresholds(fitted, replace(cfg, exit_overhead_flops=loaded, latency_aware=True),
+                          progress=False)
+    charge = fitted.calib.with_costs(replace(fitted.costs, exit_overhead_flops=loaded)
+                                     ).exit_charges()[1]
+    assert fitted.overhead["max_overhead"] == pytest.approx(charge)
+    assert fitted.overhead["requested"] == "auto" and len(_kept(p)) <= 1
+    assert fitted.overhead["charged"] <= charge + 1e-9
+    assert any("raised to" in m and "(exit 1)" in m for m in fitted.messages)
     # auto without measured charges: no bound; 'none' (None): no bound
     assert FitConfig().overhead_bound() is None
     assert FitConfig(max_overhead=None, latency_aware=True).overhead_bound() is None
