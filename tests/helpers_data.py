@@ -58,3 +58,11 @@ def write_fashion_folder(folder: Path, train, test) -> Path:
         idx(folder / f"{prefix}-images-idx3-ubyte.gz", s.images[..., 0])
         idx(folder / f"{prefix}-labels-idx1-ubyte.gz", s.labels.astype(np.uint8))
     return folder
+
+
+def camvid_test(path: Path):
+    """The real CamVid test split from `path`; skips, naming the path, when it is absent."""
+    if not path.is_file():
+        pytest.skip(f"real CamVid data not found at {path}")
+    from edge_ee.segmentation.data import load_camvid
+    return load_camvid(path, splits=("test",))["test"]

@@ -21,6 +21,7 @@ from device_runners.errors import ChecksumError, InputSpecError, SelfCheckError
 from edge_ee.data import shared_data_dir
 from edge_ee.errors import EdgeEEError, ExportValidationError
 from edge_ee.segmentation.errors import SegmentationError
+from tests.helpers_data import camvid_test
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = shared_data_dir() / "camvid-120x160.npz"
@@ -30,10 +31,7 @@ ALPHA, BETA = 0.9, 0.998
 
 @pytest.fixture(scope="module")
 def camvid():
-    if not CAMVID.is_file():
-        pytest.skip(f"real CamVid data not found at {CAMVID}")
-    from edge_ee.segmentation.data import load_camvid
-    return load_camvid(CAMVID, splits=("test",))["test"]
+    return camvid_test(CAMVID)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from edge_ee.data import shared_data_dir
+from tests.helpers_data import camvid_test
 
 # every bundle here carries TFLite files (the README's quick-start install has no tflite
 # extra; CI installs it, so nothing skips there)
@@ -37,10 +38,7 @@ COMMON = ("--profile", "none", "--power-source", "null", "--idle-s", "0", "--war
 
 @pytest.fixture(scope="module")
 def camvid():
-    if not CAMVID.is_file():
-        pytest.skip(f"real CamVid data not found at {CAMVID}")
-    from edge_ee.segmentation.data import load_camvid
-    return load_camvid(CAMVID, splits=("test",))["test"]
+    return camvid_test(CAMVID)
 
 
 @pytest.fixture(scope="module")
