@@ -27,6 +27,9 @@ def main() -> None:
     ap.add_argument("--block-us", type=float, required=True, help="µs a block")
     ap.add_argument("--call-us", type=float, required=True, help="µs a call (fixed part)")
     ap.add_argument("--train-steps", type=int, default=200, help="head training steps (200)")
+    ap.add_argument("--init", default="mix", help="exit-head init (default mix, as the build)")
+    ap.add_argument("--head-target", default="next", choices=("next", "full-depth"),
+                    help="what the heads learn (default next, as the build)")
     ap.add_argument("--out", default=None, help="JSON to write (default: none)")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -37,8 +40,9 @@ def main() -> None:
     exits = tuple(range(1, n))
     seqs = m.sample(150, length, seed=0, start=src.start)
     stats = token_stats(m, seqs.split(16), exits)
-    cfg = ExitTrainConfig(init="mix", setting="backbone", steps=a.train_steps, lr=3e-3,
-                          logit_scale="fitted", eval_every=a.train_steps)
+    cfg = ExitTrainConfig(init=a.init, setting="backbone", steps=a.train_steps, lr=3e-3,
+                          logit_scale="fitted", eval_every=max(a.train_steps, 1),
+                          target=a.head_target)
     heads = initial_heads(m, exits, cfg, stats, seqs[:16])
     train_heads(m, heads, m.sample(150, length, seed=1, start=src.start), src.held_out, cfg)
     calib = m.sample(64, min(length, 136), seed=2, start=src.start, greedy_from=CALIB_PREFIX)
@@ -54,6 +58,7 @@ def main() -> None:
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"model": a.model, "block_us": a.block_us, "call_us": a.call_us,
+                   "init": a.init, "head_target": a.head_target, "train_steps": a.train_steps,
                        "rows": rows}, f, indent=1)
 
 

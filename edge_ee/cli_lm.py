@@ -97,6 +97,10 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     b.add_argument("--sequence-length", type=int, default=256, help=LENGTH_HELP)
     b.add_argument("--min-agreement", type=float, default=0.96,
                    help="thresholds keep at least this agreement with full-depth tokens")
+    b.add_argument("--check-prompts", type=int, default=32,
+                   help="calm: decode this many sampled prompts with the exported bundle on "
+                        "onnxruntime and tighten the thresholds until the decoded agreement "
+                        "meets --min-agreement (0: teacher-forced calibration only)")
     b.add_argument("--new-tokens", type=int, default=64, help="default tokens per prompt on the device")
     b.add_argument("--exit-policy", choices=("calm", "verify"), default="calm",
                    help="the device's default: calm (an exit's token is final) or verify "
@@ -111,9 +115,10 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     c = s.add_parser("train-char", help="pretrain the character-level GPT on tinyshakespeare")
     c.add_argument("--out", required=True, help=".pt file to write")
     c.add_argument("--text", default=None, help="default ../shared/data/tinyshakespeare.txt")
-    c.add_argument("--preset", choices=("small", "large"), default="small",
-                   help="recipe: small (dim 64, 4 blocks, 800 steps: the shipped model) or large "
-                        "(dim 256, 6 blocks, 800 steps: compute-bound decoding, benchmarks)")
+    c.add_argument("--preset", choices=("small", "large", "deep"), default="small",
+                   help="recipe: small (dim 64, 4 blocks, 800 steps: the shipped model), large "
+                        "(dim 256, 6 blocks, 800 steps: compute-bound decoding, benchmarks) or "
+                        "deep (dim 256, 10 blocks, early-exit loss 1.0: benchmarks)")
     c.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     c.add_argument("--batch-size", type=int, default=None,
                    help="sequences per step (default: the preset's)")
@@ -121,6 +126,9 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                    help="peak learning rate, AdamW (default: the preset's)")
     c.add_argument("--dim", type=int, default=None, help="model width (default: the preset's)")
     c.add_argument("--layers", type=int, default=None, help="blocks (default: the preset's)")
+    c.add_argument("--exit-loss-weight", type=float, default=None,
+                   help="early-exit loss (LayerSkip): weight of the shared head's mean "
+                        "cross-entropy after the earlier blocks (default: the preset's; 0 = none)")
     c.add_argument("--seed", type=int, default=0, help="random seed")
     return {"lm": cmd_lm}
 
@@ -134,7 +142,8 @@ def cmd_lm(a: argparse.Namespace) -> int:
         from edge_ee.lm.char_gpt import char_preset, read_text, save_char_gpt, train_char_gpt
         from edge_ee.lm.sources import data_dir
         recipe = char_preset(a.preset, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                             dim=a.dim, n_layers=a.layers, seed=a.seed)
+                             dim=a.dim, n_layers=a.layers, exit_loss_weight=a.exit_loss_weight,
+                             seed=a.seed)
         text = read_text(a.text or data_dir() / "tinyshakespeare.txt")
         m, tok, info = train_char_gpt(text, recipe)
         save_char_gpt(m, tok, a.out, info)
@@ -162,10 +171,13 @@ def cmd_lm(a: argparse.Namespace) -> int:
                             sequence_length=a.sequence_length, min_agreement=a.min_agreement,
                             new_tokens=a.new_tokens, exit_policy=a.exit_policy,
                             call_costs=a.call_costs, head_target=a.head_target,
-                            monolithic=a.monolithic,
+                            check_prompts=a.check_prompts, monolithic=a.monolithic,
                             overwrite=a.overwrite, seed=a.seed)
         path, info = build_lm_bundle(bcfg)
         print(f"wrote {path}" + (f"; thresholds {info['thresholds']}" if "thresholds" in info else ""))
+        for i, att in enumerate(info.get("decoded_check", [])):
+            print(f"decoded check {i}: agreement {att['decoded_agreement']:.4f} "
+                  f"(target {bcfg.min_agreement}), exit rate {att['exit_rate']:.3f}")
         if info.get("exit_choice"):
             print("cost a token by exit block: " + ", ".join(
                 f"{k}: {v:.1f}" for k, v in info["exit_choice"].items()))

@@ -134,6 +134,10 @@ def test_bundle_decodes_on_onnxruntime_like_torch(lm_bundle: Path, stories, tmp_
     assert ACTIVE_SETS["position"].sequential  # a granularity of the one executor loop
     assert len(man["classes"]) == 512 and [s["blocks"] for s in man["segments"]] == [[0, 2], [2, 5]]
     assert man["self_check"]["passed"] and man["self_check"]["compared_positions"] > 0
+    # calm thresholds were checked by decoding sampled prompts with the exported graphs
+    check = man["model"]["exit_heads"]["decoded_check"]
+    assert check and (check[-1]["decoded_agreement"] >= 0.9 or check[-1]["exit_rate"] == 0)
+    assert check[-1]["thresholds"][0] == pytest.approx(man["segments"][0]["exit"]["threshold"])
     be = open_backend(b)
     greedy = m.generate([tok.bos], 40)[1:]
     full = decode(b, be, [tok.bos], 40, no_exit=True)

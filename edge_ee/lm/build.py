@@ -6,7 +6,10 @@ Thresholds, on text the model generates itself (no held-out data used):
   threshold τ such that the positions that would exit there with a token other than the
   full model's are at most (1 − min_agreement)/n_exits of all positions — so the overall
   next-token agreement with full depth stays ≥ min_agreement (teacher-forced; a union
-  bound over the exits), on sampled sequences;
+  bound over the exits), on sampled sequences; then the exported bundle decodes
+  `check_prompts` sampled prompts on onnxruntime and the budget is tightened until the
+  *decoded* agreement meets the target (`edge_ee.lm.decode_check`: the copied K,V of
+  skipped layers cost agreement that teacher forcing does not see);
 * exit policy `verify` (exits draft, the last segment verifies; output = full depth):
   agreement is not at stake, only time, so τ minimises the decoding time per token that
   a replay of the policy over greedy continuations of sampled prefixes gives
@@ -32,6 +35,7 @@ import torch
 from edge_ee.errors import ConfigError
 from edge_ee.lm.bundle import LMBundleOptions, write_lm_bundle
 from edge_ee.lm.call_costs import CallCosts, block_costs, measure_call_costs
+from edge_ee.lm.decode_check import checked_thresholds, decoded_agreement
 from edge_ee.lm.exit_init import check_exits, exit_features, token_stats
 from edge_ee.lm.sources import load_source
 from edge_ee.lm.train_exits import (
@@ -68,6 +72,7 @@ class LMBuildConfig:
     call_overhead_blocks: float = 0.5
     call_costs: str = "measured"
     head_target: str = "next"
+    check_prompts: int = 32
     monolithic: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -75,6 +80,8 @@ class LMBuildConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.min_agreement <= 1.0:
             raise ConfigError(f"min_agreement {self.min_agreement} must be in (0, 1]")
+        if self.check_prompts < 0:
+            raise ConfigError(f"check_prompts {self.check_prompts} must be ≥ 0 (0: no check)")
         if self.stats_sequences < 1 or self.sequence_length < 2:
             raise ConfigError("stats_sequences ≥ 1 and sequence_length ≥ 2 are needed")
         if self.call_costs not in COST_MODELS:
@@ -255,12 +262,7 @@ def build_lm_bundle(cfg: LMBuildConfig) -> tuple[Path, dict]:
         kept.set_weights(0, heads.heads[i].weight.detach(), heads.heads[i].bias.detach())
         heads = kept
         curve = [r for r in curve if r["exit"] == best]
-    if costs is not None and cfg.exit_policy == "verify":
-        thresholds = verify_thresholds(m, heads, calib, costs)[0]
-    else:
-        thresholds = calibrate_thresholds(m, heads, calib, cfg.min_agreement)
     cost_record = None if costs is None else costs.to_dict()
-    info.update(thresholds=thresholds, curve=curve, call_costs=cost_record, exit_choice=choice)
     hw = [(h.weight.detach(), h.bias.detach()) for h in heads.heads]
     extra = {"exit_heads": {"init": cfg.init, "logit_scale": cfg.logit_scale,
                             "train_steps": cfg.train_steps, "min_agreement": cfg.min_agreement,
@@ -271,9 +273,31 @@ def build_lm_bundle(cfg: LMBuildConfig) -> tuple[Path, dict]:
                             "exit_choice": None if choice is None or costs is None else
                             {"cost_per_token_by_exit": {str(k): v for k, v in choice.items()},
                              "monolithic": costs.rest(0, m.config.n_layers)}}}
-    path = write_lm_bundle(m, src.pieces, exits, hw, [min(t, 1.0) for t in thresholds], cfg.out,
-                           prompts, name=f"{src.name}-ee", extra=extra,
-                           options=LMBundleOptions(default_new_tokens=cfg.new_tokens,
-                                                   exit_policy=cfg.exit_policy,
-                                                   overwrite=cfg.overwrite))
+
+    def export(thresholds: list[float], attempts: list[dict] | None = None) -> Path:
+        if attempts:
+            extra["exit_heads"]["decoded_check"] = attempts
+        return write_lm_bundle(m, src.pieces, exits, hw, [min(t, 1.0) for t in thresholds],
+                               cfg.out, prompts, name=f"{src.name}-ee", extra=extra,
+                               options=LMBundleOptions(default_new_tokens=cfg.new_tokens,
+                                                       exit_policy=cfg.exit_policy,
+                                                       overwrite=cfg.overwrite or bool(attempts)))
+
+    if costs is not None and cfg.exit_policy == "verify":
+        thresholds = verify_thresholds(m, heads, calib, costs)[0]
+        path = export(thresholds)
+    elif cfg.check_prompts:
+        n_new = min(cfg.new_tokens, m.config.seq_len - CALIB_PREFIX)
+        check_set = m.sample(cfg.check_prompts, CALIB_PREFIX, seed=cfg.seed + 3,
+                             start=src.start).numpy()
+        thresholds, attempts = checked_thresholds(
+            lambda budget: calibrate_thresholds(m, heads, calib, budget),
+            export,
+            lambda p: decoded_agreement(m, p, check_set, n_new), cfg.min_agreement)
+        path = export(thresholds, attempts)  # again, with the record of the last attempt
+        info["decoded_check"] = attempts
+    else:
+        thresholds = calibrate_thresholds(m, heads, calib, cfg.min_agreement)
+        path = export(thresholds)
+    info.update(thresholds=thresholds, curve=curve, call_costs=cost_record, exit_choice=choice)
     return path, info

@@ -77,11 +77,16 @@ class CharTrainConfig:
     n_layers: int = 4
     n_heads: int = 4
     warmup_steps: int = 0
+    # Early-exit loss (LayerSkip, Elhoushi et al. 2024): the shared final norm + LM head
+    # read every earlier block too, and their mean cross-entropy is added with this weight,
+    # so early blocks learn to predict what full depth predicts (0: plain pretraining).
+    exit_loss_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.context, self.dim, self.hidden_dim,
-               self.n_layers, self.n_heads) <= 0 or self.lr <= 0 or self.warmup_steps < 0:
+               self.n_layers, self.n_heads) <= 0 or self.lr <= 0 or self.warmup_steps < 0 \
+                or self.exit_loss_weight < 0:
             raise ConfigError(f"char GPT recipe has a non-positive size or rate: {self}; "
                               "check the flags")
         if self.dim % self.n_heads:
@@ -93,11 +98,16 @@ class CharTrainConfig:
 
 # `small`: the shipped model (tests, the default). `large`: a model where a decoding step
 # costs FLOPs rather than per-call overhead (about 4.8 M parameters, dim 256, 6 blocks;
-# benchmarks only), still pretrained on 2 CPU cores in minutes.
+# benchmarks only), still pretrained on 2 CPU cores in minutes. `deep`: 10 such blocks
+# pretrained with the early-exit loss (LayerSkip), the model early-exit decoding gains
+# most on (docs/bench-lm/decoding.md; ~24 min on 2 cores).
 CHAR_PRESETS: dict[str, CharTrainConfig] = {
     "small": CharTrainConfig(),
     "large": CharTrainConfig(steps=800, batch_size=16, context=128, lr=2e-3, dim=256,
                              hidden_dim=688, n_layers=6, n_heads=8, warmup_steps=50),
+    "deep": CharTrainConfig(steps=800, batch_size=16, context=128, lr=2e-3, dim=256,
+                            hidden_dim=688, n_layers=10, n_heads=8, warmup_steps=50,
+                            exit_loss_weight=1.0),
 }
 
 
@@ -134,24 +144,40 @@ def train_char_gpt(text: str, cfg: CharTrainConfig = CharTrainConfig()
         start = torch.randint(0, len(train) - cfg.context - 1, (cfg.batch_size,), generator=g)
         x = torch.stack([train[s:s + cfg.context] for s in start.tolist()])
         y = torch.stack([train[s + 1:s + cfg.context + 1] for s in start.tolist()])
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss = _loss(model, x, y, cfg.exit_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 0:
             log.info("step %d loss %.3f (%.0f s)", step, loss.item(), time.monotonic() - t0)
     model.eval()
-    info = {"train_s": time.monotonic() - t0, "held_out_loss": held_out_loss(model, held, cfg.context),
-            "recipe": asdict(cfg)}
+    per_block = held_out_loss_per_block(model, held, cfg.context)
+    info = {"train_s": time.monotonic() - t0, "held_out_loss": per_block[-1],
+            "recipe": asdict(cfg),
+            **{f"held_out_loss_block{k}": v for k, v in enumerate(per_block, 1)}}
     return model, tok, info
 
 
+def _loss(model: DecoderLM, x: torch.Tensor, y: torch.Tensor, exit_weight: float) -> torch.Tensor:
+    """Next-token cross-entropy of full depth, plus `exit_weight` × the mean over earlier
+    blocks of the shared head's cross-entropy (the early-exit loss)."""
+    if exit_weight == 0:
+        return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    hs = model.hidden_states(x)
+    ce = [F.cross_entropy(model.head(h).flatten(0, 1), y.flatten()) for h in hs]
+    return ce[-1] + exit_weight * torch.stack(ce[:-1]).mean() if len(ce) > 1 else ce[-1]
+
+
 @torch.no_grad()
-def held_out_loss(model: DecoderLM, held: torch.Tensor, context: int, windows: int = 64) -> float:
+def held_out_loss_per_block(model: DecoderLM, held: torch.Tensor, context: int,
+                            windows: int = 64) -> list[float]:
+    """Cross-entropy of the shared final head read after each block, on evenly spaced
+    held-out windows (the last entry is the model's own held-out loss)."""
     starts = torch.linspace(0, len(held) - context - 1, windows).long().tolist()
     x = torch.stack([held[s:s + context] for s in starts])
     y = torch.stack([held[s + 1:s + context + 1] for s in starts])
-    return float(F.cross_entropy(model(x).flatten(0, 1), y.flatten()))
+    return [float(F.cross_entropy(model.head(h).flatten(0, 1), y.flatten()))
+            for h in model.hidden_states(x)]
 
 
 def save_char_gpt(model: DecoderLM, tok: CharTokenizer, path: str | Path, info: dict) -> Path:
