@@ -151,8 +151,8 @@ def test_two_exit_bundle_exports_and_verify_equals_full_depth(tmp_path: Path) ->
 
 def test_decoded_check_tightens_the_budget_until_the_target_holds() -> None:
     """The calm closed loop: a budget whose decoded agreement misses the target is
-    tightened by target error / decoded error (× 0.9) until it holds; a target no budget
-    reaches switches every exit off after four attempts."""
+    tightened by target error / decoded error (× 0.9, at least by 30 %) until it holds; a
+    target no budget reaches switches every exit off after MAX_ATTEMPTS attempts."""
     from edge_ee.lm.decode_check import MAX_ATTEMPTS, checked_thresholds
 
     def run(decoded: dict[float, float] | None, target: float):
@@ -172,6 +172,9 @@ def test_decoded_check_tightens_the_budget_until_the_target_holds() -> None:
     assert [a["budget"] for a in att] == pytest.approx([0.96, 1 - 0.04 * 0.5 * 0.9])
     assert att[-1]["decoded_agreement"] >= 0.96 and th == [att[-1]["budget"]]
     assert exported == [[a["budget"]] for a in att]  # each attempt exported, then checked
+    # decoded error just above the target's: the budget's error still shrinks by 30 %
+    (th, att), _ = run(lambda b: 1 - 0.031 / 0.03 * (1 - b), 0.97)
+    assert [round(1 - a["budget"], 6) for a in att] == [0.03, 0.021]
     (th, att), exported = run(None, 0.96)  # never reached: exits off
     assert th == [float("inf")] and len(att) == len(exported) == MAX_ATTEMPTS + 1
     assert att[-1]["thresholds"] == [None] and att[-1]["exit_rate"] == 0.0

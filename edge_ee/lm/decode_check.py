@@ -22,8 +22,10 @@ import torch
 from edge_ee.lm.model import DecoderLM
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 4
-MARGIN = 0.9  # each retry aims at 90 % of the error that would just meet the target
+MAX_ATTEMPTS = 6
+MARGIN = 0.9  # each retry aims at 90 % of the error that would just meet the target …
+MAX_STEP = 0.7  # … and cuts the error budget by at least 30 % (near the target the
+# decoded error shrinks more slowly than the budget: 0.0347 → 0.0342 → 0.0308 measured)
 
 
 @torch.no_grad()
@@ -55,8 +57,8 @@ def checked_thresholds(calibrate: Callable[[float], list[float]],
                        target: float) -> tuple[list[float], list[dict]]:
     """Calibrate for an agreement budget, export, decode, and tighten the budget until the
     decoded agreement is ≥ `target`: the error budget shrinks by target error / decoded
-    error (× `MARGIN`). After `MAX_ATTEMPTS` misses every exit is switched off (threshold
-    ∞: the bundle decodes at full depth). Returns the thresholds exported last and the
+    error × `MARGIN`, at least by `MAX_STEP`. After `MAX_ATTEMPTS` misses every exit is
+    switched off (threshold ∞: the bundle decodes at full depth). Returns the thresholds exported last and the
     attempts (budget, thresholds, decoded agreement, exit rate)."""
     budget, attempts = target, []
     thresholds = calibrate(budget)
@@ -76,7 +78,8 @@ def checked_thresholds(calibrate: Callable[[float], list[float]],
             continue
         if i == MAX_ATTEMPTS:
             break
-        error = max(1.0 - budget, 1e-6) * (1.0 - target) / max(1.0 - agree, 1e-9) * MARGIN
+        step = min(MARGIN * (1.0 - target) / max(1.0 - agree, 1e-9), MAX_STEP)
+        error = max(1.0 - budget, 1e-6) * step
         budget = 1.0 - error
         thresholds = calibrate(budget)
     return thresholds, attempts
