@@ -61,27 +61,35 @@ def zero_training(model_name: str, n_seq: int, length: int) -> list[dict]:
     return rows
 
 
-def curves(model_name: str, steps: int, exits: tuple[int, ...], n_seq: int, length: int
-           ) -> list[dict]:
+CURVE_VARIANTS = {  # label → (init, logit scale, more ExitTrainConfig fields)
+    "random/none": ("random", "none", {}), "copy/none": ("copy", "none", {}),
+    "class-aware-target/none": ("class-aware-target", "none", {}),
+    "class-aware-target/fitted": ("class-aware-target", "fitted", {}),
+    "mix/fitted": ("mix", "fitted", {}),
+    "mix/fitted-alpha-accuracy": ("mix", "fitted", {"fit_alpha": True, "alpha_by": "accuracy"}),
+}
+
+
+def curves(model_name: str, steps: int, exits: tuple[int, ...], n_seq: int, length: int,
+           labels: list[str] | None = None) -> list[dict]:
     from edge_ee.lm.exit_init import token_stats
     from edge_ee.lm.sources import load_source
     from edge_ee.lm.train_exits import ExitTrainConfig, initial_heads, train_heads
     rows = []
-    variants = [("random", "none"), ("copy", "none"), ("class-aware-target", "none"),
-                ("class-aware-target", "fitted"), ("mix", "fitted")]
     for setting in ("backbone", "nothing"):
-        for init, scale in variants:
+        for label in labels or list(CURVE_VARIANTS):
+            init, scale, more = CURVE_VARIANTS[label]
             src = load_source(model_name)  # fresh backbone per run (nothing-frozen changes it)
             m = src.model
             ln = min(length, m.config.seq_len)
             seqs = m.sample(n_seq, ln, seed=0, start=src.start)
             stats = token_stats(m, seqs.split(16), exits)
             cfg = ExitTrainConfig(init=init, setting=setting, steps=steps, logit_scale=scale,
-                                  eval_every=max(steps // 10, 1), batch_size=4)
+                                  eval_every=max(steps // 10, 1), batch_size=4, **more)
             heads = initial_heads(m, exits, cfg, stats, seqs[:16])
             train = m.sample(n_seq, ln, seed=1, start=src.start)
             for r in train_heads(m, heads, train, src.held_out[:8], cfg):
-                rows.append({"model": src.name, "setting": setting, "init": f"{init}/{scale}", **r})
+                rows.append({"model": src.name, "setting": setting, "init": label, **r})
             print(setting, init, scale, rows[-1], flush=True)
     return rows
 
@@ -209,6 +217,8 @@ def main() -> None:
     ap.add_argument("--sequence-length", type=int, default=256)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--curve-exits", default="2,4")
+    ap.add_argument("--curve-inits", default=None,
+                    help=f"comma-separated curve variants (default all: {','.join(CURVE_VARIANTS)})")
     ap.add_argument("--device-exits", default="2", help="exits of the calm bundle (or auto)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=64)
@@ -231,7 +241,8 @@ def main() -> None:
                       f"loss {r['loss']:.2f}", flush=True)
         if "curves" in parts:
             ex = tuple(int(v) for v in a.curve_exits.split(","))
-            rows = curves(model, a.steps, ex, min(a.stats_sequences, 64), min(a.sequence_length, 128))
+            rows = curves(model, a.steps, ex, min(a.stats_sequences, 64), min(a.sequence_length, 128),
+                          a.curve_inits.split(",") if a.curve_inits else None)
             with open(a.out / f"curves-{model}.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()

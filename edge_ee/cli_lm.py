@@ -74,7 +74,10 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
                    help="mix: weight α of class-aware (default: 0.8 with --setting backbone, 0.6 "
                         "with nothing; --fit-alpha chooses it)")
     t.add_argument("--fit-alpha", action="store_true",
-                   help="mix: choose alpha by NLL on the statistics sequences")
+                   help="mix: choose alpha on the statistics sequences (see --alpha-by)")
+    t.add_argument("--alpha-by", choices=("nll", "accuracy"), default="nll",
+                   help="--fit-alpha: the lowest NLL, or the best accuracy (ties: lowest NLL; "
+                        "the mix then starts no worse than the better of its parts)")
     t.add_argument("--stats-sequences", type=int, default=150, help=STATS_HELP)
     t.add_argument("--sequence-length", type=int, default=256, help=LENGTH_HELP)
     t.add_argument("--seed", type=int, default=0, help="random seed")
@@ -155,7 +158,7 @@ def cmd_lm(a: argparse.Namespace) -> int:
         cfg = ExitTrainConfig(init=a.init, setting=a.setting, steps=a.steps, lr=a.lr,
                               batch_size=a.batch_size, eval_every=a.eval_every,
                               logit_scale=a.logit_scale, alpha=a.alpha,
-                              fit_alpha=a.fit_alpha, seed=a.seed)
+                              fit_alpha=a.fit_alpha, alpha_by=a.alpha_by, seed=a.seed)
     src = load_source(a.model, a.tokenizer)
     m = src.model
     if a.lm_command == "generate":

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from device_runners.errors import InputSpecError
-from edge_ee.errors import ModelError
+from edge_ee.errors import ConfigError, ModelError
 
 pytestmark = pytest.mark.shared_data
 GOLDEN = ("Once upon a time, there was a little girl named Lily. She loved to play outside in "
@@ -110,6 +110,21 @@ def test_class_aware_init_beats_copy_and_random_at_zero_training(stories, data_d
     fitted = head_accuracy(h.heads[0].weight.detach(), h.heads[0].bias.detach(), feats[2], targets)
     assert fitted[0] == pytest.approx(acc["class-aware-target"][0])
     assert fitted[1] < acc["class-aware-target"][1] / 3
+    # the mix with α by accuracy on the statistics sequences starts no worse than either
+    # part there (α = 0 and 1 are the parts themselves)
+    sx = exit_features(m, seqs[:8], (2,))[2][:, :-1].reshape(-1, 64)
+    sy = seqs[:8, 1:].reshape(-1)
+
+    def stats_acc(init: str, **kw) -> float:
+        hh = initial_heads(m, (2,), ExitTrainConfig(init=init, logit_scale="fitted", **kw),
+                           stats, seqs[:8])
+        z = sx @ hh.heads[0].weight.detach().T + hh.heads[0].bias.detach()
+        return float((z.argmax(-1) == sy).double().mean())
+
+    mix = stats_acc("mix", fit_alpha=True, alpha_by="accuracy")
+    assert mix >= max(stats_acc("class-aware-target"), stats_acc("copy")) - 1e-12
+    with pytest.raises(ConfigError, match="alpha_by"):
+        ExitTrainConfig(alpha_by="vibes")
 
 
 @pytest.fixture(scope="module")

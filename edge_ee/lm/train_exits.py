@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SETTINGS = ("backbone", "nothing")
 TARGETS = ("next", "full-depth")
 LOGIT_SCALES = ("none", "posterior", "fitted")
+ALPHA_BY = ("nll", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class ExitTrainConfig:
     eval_every: int = 10
     logit_scale: str = "none"
     alpha: float | None = None  # None: 0.6 nothing frozen, 0.8 backbone frozen
-    fit_alpha: bool = False  # mix: choose α in {0, 0.1, …, 1} by NLL on the statistics data
+    fit_alpha: bool = False  # mix: choose α in {0, 0.1, …, 1} on the statistics data …
+    alpha_by: str = "nll"  # … by the lowest NLL, or the best accuracy (ties: lowest NLL)
     # what the heads learn: the text's next token ("next") or full depth's greedy token
     # ("full-depth": what an early-exit decoder must agree with; backbone frozen only)
     target: str = "next"
@@ -62,6 +64,8 @@ class ExitTrainConfig:
             raise ConfigError(f"logit_scale {self.logit_scale!r}; choose from {LOGIT_SCALES}")
         if self.target not in TARGETS:
             raise ConfigError(f"head target {self.target!r}; choose from {TARGETS}")
+        if self.alpha_by not in ALPHA_BY:
+            raise ConfigError(f"alpha_by {self.alpha_by!r}; choose from {ALPHA_BY}")
         if self.target == "full-depth" and self.setting != "backbone":
             raise ConfigError("target 'full-depth' needs the backbone frozen (setting 'backbone'): "
                               "full depth must not move while the heads learn it")
@@ -113,7 +117,8 @@ def initial_heads(model: DecoderLM, exits: Sequence[int], cfg: ExitTrainConfig,
             # scale the class-aware part first, then mix it with the copy head
             wa, ba = _scaled(model, k, init_weights("class-aware-target", ctx), ctx, cfg, calib)
             wc, bc = init_weights("copy", ctx)
-            a = _fitted_alpha(model, k, (wa, ba), (wc, bc), calib) if cfg.fit_alpha else alpha
+            a = (_fitted_alpha(model, k, (wa, ba), (wc, bc), calib, cfg.alpha_by)
+                 if cfg.fit_alpha else alpha)
             w, b = a * wa + (1 - a) * wc, a * ba + (1 - a) * bc
         elif cfg.init.startswith("class-aware"):
             w, b = _scaled(model, k, init_weights(cfg.init, ctx), ctx, cfg, calib)
@@ -125,8 +130,11 @@ def initial_heads(model: DecoderLM, exits: Sequence[int], cfg: ExitTrainConfig,
 
 @torch.no_grad()
 def _fitted_alpha(model: DecoderLM, k: int, ca: tuple[torch.Tensor, torch.Tensor],
-                  copy: tuple[torch.Tensor, torch.Tensor], calib: torch.Tensor | None) -> float:
-    """α of the mix with the lowest NLL on the statistics sequences (no held-out data)."""
+                  copy: tuple[torch.Tensor, torch.Tensor], calib: torch.Tensor | None,
+                  by: str = "nll") -> float:
+    """α of the mix with the lowest NLL (`by="nll"`) or the best top-1 accuracy, ties to the
+    lower NLL (`by="accuracy"`: α = 0 and 1 are the parts, so the mix starts no worse than
+    the better of them), on the statistics sequences (no held-out data)."""
     if calib is None:
         raise ConfigError("fit_alpha needs calibration sequences")
     x = exit_features(model, calib, (k,))[k][:, :-1].reshape(-1, ca[0].shape[1])
@@ -134,8 +142,12 @@ def _fitted_alpha(model: DecoderLM, k: int, ca: tuple[torch.Tensor, torch.Tensor
     za, zc = x @ ca[0].T + ca[1], x @ copy[0].T + copy[1]
     grid = [i / 10 for i in range(11)]
     nll = [float(F.cross_entropy(a * za + (1 - a) * zc, y)) for a in grid]
-    best = grid[min(range(len(grid)), key=nll.__getitem__)]
-    log.info("exit %d: fitted mix alpha %.1f", k, best)
+    if by == "accuracy":
+        acc = [float(((a * za + (1 - a) * zc).argmax(-1) == y).double().mean()) for a in grid]
+        best = grid[max(range(len(grid)), key=lambda i: (acc[i], -nll[i]))]
+    else:
+        best = grid[min(range(len(grid)), key=nll.__getitem__)]
+    log.info("exit %d: fitted mix alpha %.1f (by %s)", k, best, by)
     return best
 
 
