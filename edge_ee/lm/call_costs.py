@@ -134,16 +134,14 @@ def measure_call_costs(model: DecoderLM, past: int = 64, calls: int = 100,
         for j, f in feeds.items():  # warm up
             sessions[j[0]][0].run(None, f)
         times: dict[tuple[str, int], list[float]] = {j: [] for j in feeds}
-        firsts: list[float] = []
         rng = np.random.default_rng(0)
         for _ in range(rounds):
             for i in rng.permutation(len(jobs)):
                 job = jobs[int(i)]
                 us = _median_us([(sessions[j[0]][0], feeds[j]) for j in job], calls)
                 for j, v in zip(job, us, strict=True):
-                    (firsts if j == ("first", 1) else times[j]).append(v)
+                    times[j].append(v)  # first: from both of its pairs
     t = {j: float(np.median(v)) for j, v in times.items()}
-    t[("first", 1)] = float(np.median(firsts))
     n_layers = c.n_layers
     # over L − 1 blocks (the heads differ by far less than a block): less noise than one
     # difference of two timings
