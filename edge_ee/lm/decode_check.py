@@ -62,27 +62,22 @@ def checked_thresholds(calibrate: Callable[[float], list[float]],
     attempts (budget, thresholds, decoded agreement, exit rate)."""
     budget, attempts = target, []
     thresholds = calibrate(budget)
-    for i in range(MAX_ATTEMPTS + 1):
-        path = export(thresholds, attempts)
-        agree, rate = check(path)
+    while True:  # ends: with every exit off the exit rate is 0
+        agree, rate = check(export(thresholds, attempts))
         attempts.append({"budget": budget, "thresholds": [_num(t) for t in thresholds],
                          "decoded_agreement": agree, "exit_rate": rate})
         log.info("calm check %d: budget %.4f → decoded agreement %.4f (target %.4f), exit rate %.3f",
-                 i, budget, agree, target, rate)
+                 len(attempts), budget, agree, target, rate)
         if agree >= target or rate == 0.0:
             return thresholds, attempts
-        if i == MAX_ATTEMPTS - 1:
+        if len(attempts) == MAX_ATTEMPTS:
             log.warning("calm thresholds missed the agreement target %.3f after %d attempts "
                         "(decoded %.4f): exits switched off", target, MAX_ATTEMPTS, agree)
             thresholds = [math.inf] * len(thresholds)
             continue
-        if i == MAX_ATTEMPTS:
-            break
         step = min(MARGIN * (1.0 - target) / max(1.0 - agree, 1e-9), MAX_STEP)
-        error = max(1.0 - budget, 1e-6) * step
-        budget = 1.0 - error
+        budget = 1.0 - max(1.0 - budget, 1e-6) * step
         thresholds = calibrate(budget)
-    return thresholds, attempts
 
 
 def _num(t: float) -> float | None:
