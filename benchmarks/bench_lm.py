@@ -130,6 +130,7 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
     machine's load drifts hit all alike; tokens/s is the median over rounds. Agreement:
     torch's full-depth model teacher-forced on each run's own output (the share of
     generated tokens that full depth would also have chosen after the same prefix)."""
+    from edge_ee.lm.decode_check import teacher_forced_agreement
     from edge_ee.lm.sources import load_source
     src = load_source(model_name)
     m = src.model
@@ -183,18 +184,13 @@ def device(model_name: str, out: Path, exits: str, prompts_n: int, new_tokens: i
             seqs: dict[int, list[int]] = {}
             for p, t in zip(s["prompt"], s["prediction"], strict=True):
                 seqs.setdefault(p, []).append(t)
-            agree, n = 0, 0
-            with torch.no_grad():
-                for p, toks in seqs.items():
-                    seq = torch.tensor([list(prompts[p]) + toks])
-                    pred = m(seq)[0, len(prompts[p]) - 1:-1].argmax(-1)
-                    agree += int((pred == seq[0, len(prompts[p]):]).sum())
-                    n += len(toks)
+            agreement = teacher_forced_agreement(
+                m, [(prompts[p].tolist(), toks) for p, toks in seqs.items()])
             res[name] = {"tokens": len(s["prediction"]),
                          "exit_rate": (np.bincount(exits_all, minlength=nseg)
                                        / len(exits_all)).tolist(),
                          "rejected_drafts": r.get("rejected_drafts", 0),
-                         "agreement_with_full_depth": agree / n}
+                         "agreement_with_full_depth": agreement}
     for name in speeds:
         res[name]["tokens_per_s_rounds"] = speeds[name]
         res[name]["tokens_per_s"] = float(np.median(speeds[name]))

@@ -39,16 +39,25 @@ def decoded_agreement(model: DecoderLM, bundle_dir: str | Path, prompts: np.ndar
     bundle = load_bundle(bundle_dir)
     backend = open_backend(bundle, "onnxruntime", 1)
     last = len(bundle.segments) - 1
-    seqs, exited = [], 0
+    pairs, exited = [], 0
     for p in np.asarray(prompts, np.int64):
         out = decode(bundle, backend, p, new_tokens, policy="calm")
-        seqs.append(np.concatenate((p, out.prediction)))
+        pairs.append((p.tolist(), out.prediction.tolist()))
         exited += int((out.exit < last).sum())
-    seq = torch.from_numpy(np.stack(seqs))
-    start = prompts.shape[1]
-    pred = model(seq)[:, start - 1:-1].argmax(-1)
-    agree = float((pred == seq[:, start:]).double().mean())
-    return agree, exited / (len(seqs) * new_tokens)
+    return teacher_forced_agreement(model, pairs), exited / (len(pairs) * new_tokens)
+
+
+@torch.no_grad()
+def teacher_forced_agreement(model: DecoderLM, pairs: list[tuple[list[int], list[int]]]) -> float:
+    """Share of generated tokens full depth would also have chosen after the same prefix,
+    over (prompt, generated tokens) pairs."""
+    agree = n = 0
+    for prompt, toks in pairs:
+        seq = torch.tensor([prompt + toks])
+        pred = model(seq)[0, len(prompt) - 1:-1].argmax(-1)
+        agree += int((pred == seq[0, len(prompt):]).sum())
+        n += len(toks)
+    return agree / n
 
 
 def checked_thresholds(calibrate: Callable[[float], list[float]],
@@ -58,8 +67,8 @@ def checked_thresholds(calibrate: Callable[[float], list[float]],
     """Calibrate for an agreement budget, export, decode, and tighten the budget until the
     decoded agreement is ≥ `target`: the error budget shrinks by target error / decoded
     error × `MARGIN`, at least by `MAX_STEP`. After `MAX_ATTEMPTS` misses every exit is
-    switched off (threshold ∞: the bundle decodes at full depth). Returns the thresholds exported last and the
-    attempts (budget, thresholds, decoded agreement, exit rate)."""
+    switched off (threshold ∞: the bundle decodes at full depth). Returns the thresholds
+    exported last and the attempts (budget, thresholds, decoded agreement, exit rate)."""
     budget, attempts = target, []
     thresholds = calibrate(budget)
     while True:  # ends: with every exit off the exit rate is 0
